@@ -1,0 +1,118 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((value) => (value === '' ? undefined : value))
+  .optional();
+
+const EnvSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    HOST: z.string().default('127.0.0.1'),
+    PUBLIC_BASE_URL: optionalString.pipe(z.url().optional()),
+    DATABASE_URL: optionalString.pipe(z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional()),
+    DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
+    DATA_DIR: z.string().default('./data'),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    TWILIO_ACCOUNT_SID: optionalString.pipe(z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'must look like AC followed by 32 hex digits').optional()),
+    TWILIO_AUTH_TOKEN: optionalString,
+    TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    TWILIO_MESSAGING_SERVICE_SID: optionalString.pipe(z.string().regex(/^MG[0-9a-fA-F]{32}$/, 'must look like MG followed by 32 hex digits').optional()),
+    TWILIO_API_BASE: optionalString.pipe(z.url().optional()),
+    SEND_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
+    OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
+    OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
+    TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+  })
+  .superRefine((env, ctx) => {
+    const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
+    if (twilioSet === 1) {
+      ctx.addIssue({ code: 'custom', path: [env.TWILIO_ACCOUNT_SID ? 'TWILIO_AUTH_TOKEN' : 'TWILIO_ACCOUNT_SID'], message: 'set both TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or neither (demo mode)' });
+    }
+    if (env.TWILIO_ACCOUNT_SID && !env.TWILIO_FROM_NUMBER && !env.TWILIO_MESSAGING_SERVICE_SID) {
+      ctx.addIssue({ code: 'custom', path: ['TWILIO_FROM_NUMBER'], message: 'set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID' });
+    }
+  });
+
+export type Role = 'web' | 'worker';
+
+export interface TwilioConfig {
+  accountSid: string;
+  authToken: string;
+  fromNumber?: string;
+  messagingServiceSid?: string;
+  apiBase?: string;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  publicBaseUrl: string;
+  databaseUrl?: string;
+  databasePoolSize: number;
+  dataDir: string;
+  logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  /** Demo mode: no provider credentials, so local fakes stand in for every provider. */
+  demo: boolean;
+  twilio?: TwilioConfig;
+  sendTimeoutMs: number;
+  outboxBatchSize: number;
+  outboxPollMs: number;
+  tokenTtlMs: number;
+  roles: Role[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+/** Parses the environment once, listing every problem rather than the first. */
+export function parseConfig(env: Record<string, string | undefined>, argv: readonly string[] = []): Config {
+  const parsed = EnvSchema.safeParse(env);
+  const problems = parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join('.') || '(env)'}: ${issue.message}`);
+  const roles = parseRoles(argv, problems);
+  if (parsed.success && !parsed.data.DATABASE_URL && roles.length === 1) {
+    problems.push('--role: the embedded PGlite store lives in one process, so running one role alone needs DATABASE_URL (PostgreSQL)');
+  }
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
+  const e = parsed.data;
+  const twilio: TwilioConfig | undefined = e.TWILIO_ACCOUNT_SID
+    ? {
+        accountSid: e.TWILIO_ACCOUNT_SID,
+        authToken: e.TWILIO_AUTH_TOKEN!,
+        fromNumber: e.TWILIO_FROM_NUMBER,
+        messagingServiceSid: e.TWILIO_MESSAGING_SERVICE_SID,
+        apiBase: e.TWILIO_API_BASE,
+      }
+    : undefined;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://127.0.0.1:${e.PORT}`).replace(/\/$/, ''),
+    databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    dataDir: resolve(e.DATA_DIR),
+    logLevel: e.LOG_LEVEL,
+    demo: !twilio,
+    twilio,
+    sendTimeoutMs: e.SEND_TIMEOUT_MS,
+    outboxBatchSize: e.OUTBOX_BATCH_SIZE,
+    outboxPollMs: e.OUTBOX_POLL_MS,
+    tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    roles,
+  };
+}
+
+function parseRoles(argv: readonly string[], problems: string[]): Role[] {
+  const index = argv.indexOf('--role');
+  if (index === -1) return ['web', 'worker'];
+  const value = argv[index + 1];
+  if (value === 'web' || value === 'worker') return [value];
+  if (value === 'all') return ['web', 'worker'];
+  problems.push(`--role: expected web, worker or all, got ${value ?? 'nothing'}`);
+  return [];
+}

@@ -1,0 +1,153 @@
+import { chooseReplyIdentity } from '../core/reply-channel.ts';
+import { isForwardStatus } from '../core/delivery-status.ts';
+import type { DeliveryStatus, MessageStatus } from '../core/types.ts';
+import type { Db, Queryable } from './db.ts';
+import { listReachableIdentities, nextSeq } from './patients.ts';
+import { notifyActivity, notifyOutbox } from './notify.ts';
+
+export interface OutboundCreated {
+  messageId: string;
+  seq: number;
+  channel: string;
+  address: string;
+  channelReason: string;
+  status: string;
+  createdAt: Date;
+  /** True when an earlier request with the same idempotency key already created this message. */
+  replayed: boolean;
+}
+
+export type CreateOutboundResult = OutboundCreated | { error: 'no_channel'; reason: string };
+
+class IdempotencyRace extends Error {}
+
+/**
+ * Writes a reply and its outbox row in one transaction. The channel is chosen here, by the core's
+ * last-used-medium rule, so the coordinator never picks one.
+ */
+export async function createOutbound(
+  db: Db,
+  args: { patientId: string; authorId: string; body: string; idempotencyKey?: string },
+): Promise<CreateOutboundResult> {
+  if (args.idempotencyKey) {
+    const earlier = await findByIdempotencyKey(db, args.patientId, args.idempotencyKey);
+    if (earlier) return earlier;
+  }
+  try {
+    return await db.transaction(async (tx) => {
+      const choice = chooseReplyIdentity(await listReachableIdentities(tx, args.patientId));
+      if (!choice.ok) return { error: 'no_channel' as const, reason: choice.reason };
+      const seq = await nextSeq(tx, args.patientId, 'reply');
+      const inserted = await tx.query<{ id: string; created_at: Date }>(
+        `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, body, status, author_id, idempotency_key, channel_reason)
+         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, 'pending', $7, $8, $9)
+         ON CONFLICT (patient_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id, created_at`,
+        [args.patientId, seq, choice.identity.channel, choice.identity.id, choice.identity.address, args.body, args.authorId, args.idempotencyKey ?? null, choice.reason],
+      );
+      const message = inserted.rows[0];
+      if (!message) throw new IdempotencyRace();
+      await tx.query(`INSERT INTO outbox (message_id, patient_id, seq) VALUES ($1, $2, $3)`, [message.id, args.patientId, seq]);
+      await notifyOutbox(tx);
+      await notifyActivity(tx, args.patientId, 'message');
+      return {
+        messageId: message.id,
+        seq,
+        channel: choice.identity.channel,
+        address: choice.identity.address,
+        channelReason: choice.reason,
+        status: 'pending',
+        createdAt: message.created_at,
+        replayed: false,
+      };
+    });
+  } catch (error) {
+    if (!(error instanceof IdempotencyRace)) throw error;
+    const winner = await findByIdempotencyKey(db, args.patientId, args.idempotencyKey!);
+    if (!winner) throw new Error('idempotent message disappeared', { cause: error });
+    return winner;
+  }
+}
+
+async function findByIdempotencyKey(db: Queryable, patientId: string, key: string): Promise<OutboundCreated | null> {
+  const found = await db.query<{ id: string; seq: number; channel: string; address: string; channel_reason: string; status: string; created_at: Date }>(
+    `SELECT id, seq, channel, address, channel_reason, status, created_at FROM messages WHERE patient_id = $1 AND idempotency_key = $2`,
+    [patientId, key],
+  );
+  const row = found.rows[0];
+  return row
+    ? { messageId: row.id, seq: row.seq, channel: row.channel, address: row.address, channelReason: row.channel_reason, status: row.status, createdAt: row.created_at, replayed: true }
+    : null;
+}
+
+/** Takes the per-message lock shared by status callbacks and the outbox's record of a provider id. */
+export async function lockProviderMessageIds(tx: Queryable, provider: string, providerMessageIds: readonly string[]): Promise<void> {
+  if (providerMessageIds.length === 0) return;
+  // Sorted, so two transactions locking overlapping sets cannot deadlock.
+  await tx.query(
+    `SELECT pg_advisory_xact_lock(${PROVIDER_MESSAGE_LOCK_SPACE}, hashtext(k)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) ids`,
+    [[...new Set(providerMessageIds.map((id) => `${provider}:${id}`))].sort()],
+  );
+}
+const PROVIDER_MESSAGE_LOCK_SPACE = 0x5b0a_0002;
+
+export type StatusOutcome = 'applied' | 'stale' | 'duplicate' | 'unmatched';
+
+/**
+ * Records a provider's delivery status. Statuses only move forward, so a late or repeated callback changes
+ * nothing. A status for an id we have not recorded yet (the callback beat our commit) is kept and applied
+ * when the outbox records that id; the shared lock makes that hand-over race-free.
+ */
+export async function applyDeliveryStatus(db: Db, event: DeliveryStatus): Promise<StatusOutcome> {
+  return db.transaction(async (tx) => {
+    await lockProviderMessageIds(tx, event.provider, [event.providerMessageId]);
+    const stored = await tx.query(
+      `INSERT INTO delivery_events (provider, provider_message_id, status, error_code, error_message) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT DO NOTHING`,
+      [event.provider, event.providerMessageId, event.status, event.errorCode ?? null, event.errorMessage ?? null],
+    );
+    if (stored.rowCount === 0) return 'duplicate';
+    const found = await tx.query<{ id: string; patient_id: string; status: MessageStatus }>(
+      `SELECT id, patient_id, status FROM messages WHERE provider = $1 AND provider_message_id = $2 AND direction = 'outbound' FOR UPDATE`,
+      [event.provider, event.providerMessageId],
+    );
+    const message = found.rows[0];
+    if (!message) return 'unmatched';
+    const advanced = await advanceStatus(tx, message, event.status, event.errorCode ?? null, event.errorMessage ?? null);
+    return advanced ? 'applied' : 'stale';
+  });
+}
+
+/** Applies statuses that arrived before their provider ids were recorded. Call inside the recording transaction, after the lock. */
+export async function applyEarlyStatuses(tx: Queryable, provider: string, providerMessageIds: readonly string[]): Promise<void> {
+  if (providerMessageIds.length === 0) return;
+  const early = await tx.query<{ provider_message_id: string; status: MessageStatus; error_code: string | null; error_message: string | null }>(
+    `SELECT provider_message_id, status, error_code, error_message FROM delivery_events
+     WHERE provider = $1 AND provider_message_id = ANY($2::text[]) ORDER BY received_at`,
+    [provider, providerMessageIds],
+  );
+  for (const event of early.rows) {
+    const found = await tx.query<{ id: string; patient_id: string; status: MessageStatus }>(
+      `SELECT id, patient_id, status FROM messages WHERE provider = $1 AND provider_message_id = $2`,
+      [provider, event.provider_message_id],
+    );
+    const message = found.rows[0];
+    if (message) await advanceStatus(tx, message, event.status, event.error_code, event.error_message);
+  }
+}
+
+async function advanceStatus(
+  tx: Queryable,
+  message: { id: string; patient_id: string; status: MessageStatus },
+  status: MessageStatus,
+  errorCode: string | null,
+  errorMessage: string | null,
+): Promise<boolean> {
+  if (!isForwardStatus(message.status, status)) return false;
+  await tx.query(
+    `UPDATE messages SET status = $2, error_code = COALESCE($3, error_code), error_message = COALESCE($4, error_message), status_updated_at = now() WHERE id = $1`,
+    [message.id, status, errorCode, errorMessage],
+  );
+  await notifyActivity(tx, message.patient_id, 'status');
+  return true;
+}

@@ -1,0 +1,65 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { TwilioConfig } from './config.ts';
+import type { Db } from './db/db.ts';
+import { insertCoordinator } from './db/coordinators.ts';
+import { hashPassword } from './security/passwords.ts';
+import { startFakeTwilio, type FakeTwilio } from './test/fake-twilio.ts';
+
+/** Demo-mode credentials: they only ever reach the loopback fake. */
+export const DEMO_TWILIO = {
+  accountSid: 'AC' + '0'.repeat(32),
+  authToken: 'demo_auth_token_0123456789abcdef',
+  fromNumber: '+15005550006',
+};
+
+export const DEMO_LOGINS = [
+  { email: 'ada@demo.switchboard.test', name: 'Ada Lovelace', password: 'demo-password-ada', role: 'coordinator' as const },
+  { email: 'grace@demo.switchboard.test', name: 'Grace Hopper', password: 'demo-password-grace', role: 'coordinator' as const },
+  { email: 'admin@demo.switchboard.test', name: 'Demo Admin', password: 'demo-password-admin', role: 'admin' as const },
+];
+
+const DEMO_PATIENT_MESSAGES = [
+  { from: '+15551230001', body: 'Hi, can I get a refill on my lisinopril? The pharmacy says it needs approval.' },
+  { from: '+15551230002', body: 'I need to reschedule my appointment on Thursday.' },
+  { from: '+15551230003', body: 'Does my insurance cover the new prescription?' },
+];
+
+export interface DemoInfo {
+  fakeTwilioUrl: string;
+  smsWebhookUrl: string;
+  twilioNumber: string;
+}
+
+/** Starts the loopback fakes that stand in for every provider when no credentials are configured. */
+export async function startDemoProviders(): Promise<{ fakeTwilio: FakeTwilio; twilio: TwilioConfig }> {
+  const fakeTwilio = await startFakeTwilio({
+    accountSid: DEMO_TWILIO.accountSid,
+    authToken: DEMO_TWILIO.authToken,
+    autoStatuses: ['sent', 'delivered'],
+    autoStatusDelayMs: 300,
+  });
+  return { fakeTwilio, twilio: { ...DEMO_TWILIO, apiBase: fakeTwilio.url } };
+}
+
+/** Seeds coordinators (first start only) and writes demo.json so `npm run simulate` can find the fakes. */
+export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; publicBaseUrl: string; fakeTwilio: FakeTwilio }): Promise<{ seeded: boolean; info: DemoInfo }> {
+  const info: DemoInfo = {
+    fakeTwilioUrl: args.fakeTwilio.url,
+    smsWebhookUrl: `${args.publicBaseUrl}/webhooks/twilio/sms`,
+    twilioNumber: DEMO_TWILIO.fromNumber,
+  };
+  await mkdir(args.dataDir, { recursive: true });
+  await writeFile(join(args.dataDir, 'demo.json'), JSON.stringify(info, null, 2));
+  const existing = await args.db.query(`SELECT 1 FROM coordinators LIMIT 1`);
+  if (existing.rowCount > 0) return { seeded: false, info };
+  for (const login of DEMO_LOGINS) {
+    await insertCoordinator(args.db, { email: login.email, name: login.name, role: login.role, passwordHash: await hashPassword(login.password) });
+  }
+  for (const message of DEMO_PATIENT_MESSAGES) {
+    const result = await args.fakeTwilio.sendInboundSms({ webhookUrl: info.smsWebhookUrl, from: message.from, to: DEMO_TWILIO.fromNumber, body: message.body });
+    if (result.status !== 200) args.logger.warn({ status: result.status }, 'demo inbound SMS was not accepted');
+  }
+  return { seeded: true, info };
+}

@@ -1,0 +1,74 @@
+/** Errors that cross the HTTP boundary carry a stable `code` and their status; everything else is a 5xx. */
+export class AppError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown; details?: unknown },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.details = options?.details;
+  }
+  readonly details: unknown;
+}
+
+export class BadRequestError extends AppError {
+  constructor(code: string, message: string, options?: { cause?: unknown; details?: unknown }) {
+    super(400, code, message, options);
+  }
+}
+
+export class UnauthorizedError extends AppError {
+  constructor(message = 'missing or invalid credentials') {
+    super(401, 'unauthorized', message);
+  }
+}
+
+/** 403: a webhook whose signature fails, or a role that may not use a route. A patient you may not see is a 404 (its existence stays hidden). */
+export class ForbiddenError extends AppError {
+  constructor(code: string, message: string) {
+    super(403, code, message);
+  }
+}
+
+export class NotFoundError extends AppError {
+  constructor(what: string) {
+    super(404, 'not_found', `${what} not found`);
+  }
+}
+
+export class ConflictError extends AppError {
+  constructor(code: string, message: string) {
+    super(409, code, message);
+  }
+}
+
+/**
+ * A provider refused or failed a send. `retryable` decides whether the outbox tries again; `outcome` says
+ * whether the provider may nevertheless have the message (then the next attempt looks it up first).
+ */
+export class ProviderError extends Error {
+  constructor(
+    message: string,
+    readonly details: {
+      retryable: boolean;
+      outcome: 'not-sent' | 'unknown';
+      code: string;
+      httpStatus?: number;
+      retryAfterMs?: number;
+    },
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const DATABASE_UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+
+/** True when the error means our storage is unavailable (not that the request was bad). */
+export function isStorageUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && DATABASE_UNREACHABLE_CODES.has(code)) return true;
+  const message = error instanceof Error ? error.message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|PGlite is closed|Client was closed|Cannot use a pool after calling end/i.test(message);
+}

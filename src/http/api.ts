@@ -1,0 +1,148 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { appendAudit, listAudit } from '../db/audit.ts';
+import { findCoordinatorByToken, findCoordinatorForLogin, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
+import { createOutbound } from '../db/messages.ts';
+import { canAccessPatient, handOff, listInbox, readTimeline } from '../db/patients.ts';
+import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
+import { parseInput, type AppDeps } from './server.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Coordinator | null;
+  }
+}
+
+const LoginBody = z.object({ email: z.email().max(320), password: z.string().min(1).max(1024) });
+const PatientParams = z.object({ id: z.string().max(64) });
+const SendBody = z.object({ body: z.string().trim().min(1, 'body must not be empty').max(1600), idempotencyKey: z.string().min(1).max(200).optional() });
+const HandoffBody = z.object({ toCoordinatorId: z.uuid(), note: z.string().trim().min(1, 'a handoff needs a note').max(2000) });
+const TimelineQuery = z.object({ before: z.coerce.number().int().positive().optional(), limit: z.coerce.number().int().min(1).max(500).default(100) });
+const InboxQuery = z.object({ scope: z.enum(['mine', 'all']).default('mine'), limit: z.coerce.number().int().min(1).max(500).default(200) });
+const CreateCoordinatorBody = z.object({
+  email: z.email().max(320),
+  name: z.string().trim().min(1).max(200),
+  password: z.string().min(12, 'passwords need at least 12 characters').max(1024),
+  role: z.enum(['coordinator', 'supervisor', 'admin']).default('coordinator'),
+});
+const AuditQuery = z.object({ patientId: z.uuid().optional(), actorId: z.uuid().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) });
+
+export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const { db } = deps;
+  app.decorateRequest('caller', null);
+
+  /** Every /api route but login and health needs a bearer token. */
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health')) return;
+    const header = request.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    if (!token) throw new UnauthorizedError('an Authorization: Bearer token is required');
+    const caller = await findCoordinatorByToken(db, token);
+    if (!caller) throw new UnauthorizedError('the token is invalid, expired or revoked');
+    request.caller = caller;
+  });
+
+  const callerOf = (request: FastifyRequest): Coordinator => {
+    if (!request.caller) throw new UnauthorizedError();
+    return request.caller;
+  };
+
+  /** 404 for patients the caller may not see, exactly as for patients that do not exist. */
+  async function requirePatient(request: FastifyRequest): Promise<{ caller: Coordinator; patientId: string }> {
+    const caller = callerOf(request);
+    const { id } = parseInput(PatientParams, request.params);
+    if (!(await canAccessPatient(db, caller, id))) throw new NotFoundError('patient');
+    return { caller, patientId: id };
+  }
+
+  app.get('/api/health', async (_request, reply) => {
+    await db.query('SELECT 1');
+    return reply.send({ status: 'ok', storage: db.kind });
+  });
+
+  app.post('/api/auth/login', async (request, reply) => {
+    const { email, password } = parseInput(LoginBody, request.body);
+    const coordinator = await findCoordinatorForLogin(db, email);
+    const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
+    if (!coordinator || !valid) {
+      await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email }, ip: request.ip });
+      throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
+    }
+    const { token, expiresAt } = await issueToken(db, coordinator.id, deps.tokenTtlMs);
+    await appendAudit(db, { actorId: coordinator.id, action: 'auth.login', ip: request.ip });
+    return reply.send({ token, expiresAt, coordinator: { id: coordinator.id, name: coordinator.name, email: coordinator.email, role: coordinator.role } });
+  });
+
+  app.post('/api/auth/logout', async (request, reply) => {
+    const caller = callerOf(request);
+    await revokeToken(db, request.headers.authorization!.slice(7).trim());
+    await appendAudit(db, { actorId: caller.id, action: 'auth.logout', ip: request.ip });
+    return reply.status(204).send();
+  });
+
+  app.get('/api/me', async (request) => callerOf(request));
+
+  app.get('/api/coordinators', async () => ({ coordinators: await listCoordinators(db) }));
+
+  app.get('/api/inbox', async (request) => {
+    const caller = callerOf(request);
+    const { scope, limit } = parseInput(InboxQuery, request.query);
+    const everyone = scope === 'all' && caller.role !== 'coordinator';
+    const rows = await listInbox(db, { coordinatorId: everyone ? null : caller.id, limit });
+    await appendAudit(db, { actorId: caller.id, action: 'inbox.read', detail: { scope: everyone ? 'all' : 'mine', patients: rows.length }, ip: request.ip });
+    return { patients: rows };
+  });
+
+  app.get('/api/patients/:id/timeline', async (request) => {
+    const { caller, patientId } = await requirePatient(request);
+    const { before, limit } = parseInput(TimelineQuery, request.query);
+    const items = await readTimeline(db, { patientId, beforeSeq: before, limit });
+    await appendAudit(db, { actorId: caller.id, action: 'timeline.read', patientId, ip: request.ip });
+    const oldest = items[0];
+    return { patientId, items, nextBefore: items.length === limit && oldest ? oldest.seq : null };
+  });
+
+  app.post('/api/patients/:id/messages', async (request, reply) => {
+    const { caller, patientId } = await requirePatient(request);
+    const input = parseInput(SendBody, request.body);
+    const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey });
+    if ('error' in result) throw new ConflictError(result.error, result.reason);
+    if (!result.replayed) await appendAudit(db, { actorId: caller.id, action: 'message.send', patientId, detail: { messageId: result.messageId, channel: result.channel }, ip: request.ip });
+    return reply.status(result.replayed ? 200 : 201).send(result);
+  });
+
+  app.post('/api/patients/:id/handoff', async (request, reply) => {
+    const { caller, patientId } = await requirePatient(request);
+    const input = parseInput(HandoffBody, request.body);
+    const result = await handOff(db, { patientId, toCoordinatorId: input.toCoordinatorId, actorId: caller.id, note: input.note });
+    if ('error' in result) {
+      if (result.error === 'unknown_coordinator') throw new BadRequestError('unknown_coordinator', 'toCoordinatorId does not name a coordinator');
+      throw new ConflictError('already_assigned', 'the patient is already assigned to that coordinator');
+    }
+    await appendAudit(db, { actorId: caller.id, action: 'patient.handoff', patientId, detail: { from: result.fromCoordinatorId, to: input.toCoordinatorId }, ip: request.ip });
+    return reply.status(201).send({ patientId, seq: result.seq, fromCoordinatorId: result.fromCoordinatorId, toCoordinatorId: input.toCoordinatorId });
+  });
+
+  app.post('/api/admin/coordinators', async (request, reply) => {
+    const caller = requireAdmin(request);
+    const input = parseInput(CreateCoordinatorBody, request.body);
+    const created = await insertCoordinator(db, { email: input.email, name: input.name, role: input.role, passwordHash: await hashPassword(input.password) });
+    if (!created) throw new ConflictError('email_taken', 'a coordinator with that email exists');
+    await appendAudit(db, { actorId: caller.id, action: 'coordinator.create', detail: { coordinatorId: created.id, role: created.role }, ip: request.ip });
+    return reply.status(201).send(created);
+  });
+
+  app.get('/api/admin/audit', async (request) => {
+    const caller = requireAdmin(request);
+    const query = parseInput(AuditQuery, request.query);
+    await appendAudit(db, { actorId: caller.id, action: 'audit.read', patientId: query.patientId ?? null, ip: request.ip });
+    return { entries: await listAudit(db, query) };
+  });
+
+  function requireAdmin(request: FastifyRequest): Coordinator {
+    const caller = callerOf(request);
+    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
+    return caller;
+  }
+}

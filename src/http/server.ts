@@ -1,0 +1,66 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { ZodType } from 'zod';
+import type { ChannelAdapter } from '../channels/channel.ts';
+import type { Channel } from '../core/types.ts';
+import type { Db } from '../db/db.ts';
+import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
+import { registerApiRoutes } from './api.ts';
+import { registerWebhookRoutes } from './webhooks.ts';
+
+export interface AppDeps {
+  db: Db;
+  logger: Logger;
+  adapters: ReadonlyMap<Channel, ChannelAdapter>;
+  /** The base URL providers call us on; webhook signatures are checked against it. */
+  publicBaseUrl: string;
+  tokenTtlMs: number;
+  /** Webhook and API bodies above this are refused with 413 before parsing. */
+  bodyLimitBytes?: number;
+}
+
+export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; widening keeps route helpers typed against the plain FastifyInstance.
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.bodyLimitBytes ?? 256 * 1024,
+    // Behind a proxy, set trustProxy so `request.ip` in the audit log is the client, not the proxy.
+    trustProxy: process.env.TRUST_PROXY === '1',
+  });
+
+  // Webhook signatures cover the exact bytes, so forms reach handlers unparsed; each adapter parses after verifying.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+
+  app.setErrorHandler((error: FastifyError | AppError | Error, request, reply) => {
+    if (error instanceof AppError) {
+      return reply.status(error.status).send({ code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) });
+    }
+    const status = (error as FastifyError).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      const code = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : 'bad_request';
+      return reply.status(status).send({ code, message: error.message });
+    }
+    if (isStorageUnavailable(error)) {
+      request.log.error({ err: error }, 'storage unavailable');
+      // 503 + Retry-After: providers retry, so the message arrives once we are back.
+      return reply.status(503).header('retry-after', '5').send({ code: 'storage_unavailable', message: 'storage is unavailable; retry later' });
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return reply.status(500).send({ code: 'internal', message: 'internal error' });
+  });
+
+  app.setNotFoundHandler((request, reply) => reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+
+  await registerWebhookRoutes(app, deps);
+  await registerApiRoutes(app, deps);
+  return app;
+}
+
+/** Validates input with a zod schema; every problem is listed in the 400. */
+export function parseInput<T>(schema: ZodType<T>, input: unknown): T {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  throw new BadRequestError('invalid_input', 'the request is invalid', {
+    details: parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })),
+  });
+}

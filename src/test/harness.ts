@@ -1,0 +1,126 @@
+import { createServer } from 'node:net';
+import pino from 'pino';
+import { buildAdapters } from '../channels/index.ts';
+import type { ChannelAdapter } from '../channels/channel.ts';
+import type { Channel } from '../core/types.ts';
+import { insertCoordinator } from '../db/coordinators.ts';
+import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../outbox/relay.ts';
+import { hashPassword } from '../security/passwords.ts';
+import { startWeb, type WebService } from '../services/web.ts';
+import type { TestBackend, TestDatabase } from './databases.ts';
+import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
+
+export const TEST_TWILIO = {
+  accountSid: 'AC' + 'a'.repeat(32),
+  authToken: 'test_auth_token_0123456789abcdef',
+  fromNumber: '+15005550006',
+};
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (!address || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+export interface ApiResponse<T = any> {
+  status: number;
+  json: T;
+  text: string;
+}
+
+/** A real server on loopback, a real database and the fake Twilio: what a provider and a coordinator would talk to. */
+export interface Harness {
+  database: TestDatabase;
+  fake: FakeTwilio;
+  adapters: Map<Channel, ChannelAdapter>;
+  web: WebService;
+  baseUrl: string;
+  api<T = any>(method: string, path: string, options?: { token?: string; body?: unknown; rawBody?: string; contentType?: string }): Promise<ApiResponse<T>>;
+  createCoordinator(args: { name: string; role?: 'coordinator' | 'supervisor' | 'admin' }): Promise<{ id: string; email: string; password: string; token: string }>;
+  sendSms(from: string, body: string, messageSid?: string): Promise<{ status: number; body: string; messageSid: string }>;
+  startRelay(options?: Partial<OutboxRelayOptions>): Promise<OutboxRelay>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions> } = {}): Promise<Harness> {
+  const database = await backend.create();
+  const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+  const relays: OutboxRelay[] = [];
+  let coordinatorCount = 0;
+
+  const harness: Harness = {
+    database,
+    fake,
+    adapters,
+    web,
+    baseUrl,
+    async api(method, path, { token, body, rawBody, contentType } = {}) {
+      const headers: Record<string, string> = {};
+      if (token) headers.authorization = `Bearer ${token}`;
+      let payload: string | undefined = rawBody;
+      if (body !== undefined) {
+        payload = JSON.stringify(body);
+        headers['content-type'] = 'application/json';
+      }
+      if (contentType) headers['content-type'] = contentType;
+      const response = await fetch(baseUrl + path, { method, headers, body: payload });
+      const text = await response.text();
+      let json: any = null;
+      try {
+        json = text ? JSON.parse(text) : null;
+      } catch {
+        json = null;
+      }
+      return { status: response.status, json, text };
+    },
+    async createCoordinator({ name, role = 'coordinator' }) {
+      coordinatorCount += 1;
+      const email = `${name.toLowerCase().replace(/\W+/g, '.')}.${coordinatorCount}@test.switchboard`;
+      const password = `password-for-${name}-${coordinatorCount}`;
+      const created = await insertCoordinator(database.db, { email, name, role, passwordHash: await hashPassword(password) });
+      if (!created) throw new Error('coordinator exists');
+      const login = await harness.api('POST', '/api/auth/login', { body: { email, password } });
+      if (login.status !== 200) throw new Error(`login failed: ${login.text}`);
+      return { id: created.id, email, password, token: login.json.token };
+    },
+    sendSms(from, body, messageSid) {
+      return fake.sendInboundSms({ webhookUrl: `${baseUrl}/webhooks/twilio/sms`, from, to: TEST_TWILIO.fromNumber, body, messageSid });
+    },
+    async startRelay(overrides = {}) {
+      const relay = await startOutboxRelay({ db: database.db, adapters, logger, maxInFlight: 50, sendTimeoutMs: 2_000, pollMs: 200, backoff: { baseMs: 20, capMs: 200 }, ...overrides });
+      relays.push(relay);
+      return relay;
+    },
+    async close() {
+      for (const relay of relays.splice(0)) await relay.stop();
+      await web.stop();
+      await fake.close();
+      await database.drop();
+    },
+  };
+  return harness;
+}
+
+/** Polls until `check` returns a truthy value or the deadline passes; never a fixed sleep. */
+export async function eventually<T>(check: () => Promise<T | undefined | null | false> | T | undefined | null | false, { timeoutMs = 10_000, intervalMs = 25, what = 'condition' } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: lastError });
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
