@@ -9,6 +9,9 @@ import { rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import PgBoss from 'pg-boss';
 import { buildAdapters } from '../src/channels/index.ts';
 import { createPgliteDb, createPostgresDb, type Db } from '../src/db/db.ts';
@@ -18,7 +21,7 @@ import { recordInbound } from '../src/db/patients.ts';
 import { createOutbound } from '../src/db/messages.ts';
 import { startOutboxRelay } from '../src/outbox/relay.ts';
 import { startWeb } from '../src/services/web.ts';
-import { startFakeTwilio, signTwilioRequest, type FakeTwilio } from '../src/test/fake-twilio.ts';
+import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
@@ -31,7 +34,6 @@ const LATENCY_RATE_PER_S = 100;
 const LATENCY_SECONDS = 5;
 const MAX_IN_FLIGHT = 100;
 const logger = pino({ level: 'silent' });
-const nowMs = () => performance.timeOrigin + performance.now();
 
 interface Backend {
   name: 'postgres' | 'pglite';
@@ -135,22 +137,29 @@ async function seedPatients(db: Db): Promise<{ patientIds: string[]; phones: str
   return { patientIds, phones, coordinatorId: coordinator!.id };
 }
 
+/** Runs one job in bench/load-generator.ts, a separate process, and returns its JSON result. */
+async function runLoadGenerator<T>(job: Record<string, unknown>): Promise<T> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./load-generator.ts', import.meta.url)), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`load generator exited with ${code}`);
+  return JSON.parse(output) as T;
+}
+
 async function inboundRate(db: Db, fake: FakeTwilio): Promise<number> {
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 5_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
   const web = await startWeb({ db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
-  const url = `${baseUrl}/webhooks/twilio/sms`;
-  // Signed up front, so the figure is our server's work, not the load generator's.
-  const requests = Array.from({ length: INBOUND }, (_, i) => {
-    const params = { AccountSid: TEST_TWILIO.accountSid, Body: `inbound ${i}`, From: `+1555910${String(i % 500).padStart(4, '0')}`, MessageSid: `SM${randomBytes(16).toString('hex')}`, NumMedia: '0', To: TEST_TWILIO.fromNumber };
-    return { body: new URLSearchParams(params).toString(), signature: signTwilioRequest(TEST_TWILIO.authToken, url, params) };
-  });
-  const seconds = await runConcurrently(INBOUND, CONCURRENCY, async (i) => {
-    const request = requests[i]!;
-    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': request.signature }, body: request.body });
-    await response.arrayBuffer();
-    if (response.status !== 200) throw new Error(`inbound webhook answered ${response.status}`);
+  const { seconds } = await runLoadGenerator<{ seconds: number }>({
+    mode: 'inbound',
+    url: `${baseUrl}/webhooks/twilio/sms`,
+    authToken: TEST_TWILIO.authToken,
+    accountSid: TEST_TWILIO.accountSid,
+    to: TEST_TWILIO.fromNumber,
+    count: INBOUND,
+    concurrency: CONCURRENCY,
   });
   await web.stop();
   return INBOUND / seconds;
@@ -185,30 +194,16 @@ async function replyLatency(db: Db, fake: FakeTwilio, seed: Awaited<ReturnType<t
   const web = await startWeb({ db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
   const relay = await startOutboxRelay({ db, adapters, logger, maxInFlight: MAX_IN_FLIGHT, sendTimeoutMs: 5_000, pollMs: 1_000 });
   const { token } = await issueToken(db, seed.coordinatorId, 3_600_000);
-  const total = LATENCY_RATE_PER_S * LATENCY_SECONDS;
-  const sentAt = new Map<string, number>();
-  const intervalMs = 1000 / LATENCY_RATE_PER_S;
-  const start = nowMs();
-  const inFlight: Promise<void>[] = [];
-  for (let i = 0; i < total; i++) {
-    // Open loop: requests leave on schedule whether or not earlier ones have finished.
-    const due = start + i * intervalMs;
-    const wait = due - nowMs();
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    const body = `latency probe ${i} ${randomBytes(3).toString('hex')}`;
-    sentAt.set(body, nowMs());
-    inFlight.push(
-      fetch(`${baseUrl}/api/patients/${seed.patientIds[i % PATIENTS]}/messages`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ body }),
-      }).then(async (response) => {
-        await response.arrayBuffer();
-        if (response.status !== 201) throw new Error(`reply API answered ${response.status}`);
-      }),
-    );
-  }
-  await Promise.all(inFlight);
+  const { sentAt: sentAtRecord } = await runLoadGenerator<{ sentAt: Record<string, number> }>({
+    mode: 'replies',
+    baseUrl,
+    token,
+    patientIds: seed.patientIds,
+    ratePerSecond: LATENCY_RATE_PER_S,
+    total: LATENCY_RATE_PER_S * LATENCY_SECONDS,
+  });
+  // Both processes read the same system clock (performance.timeOrigin + now), so the difference is the latency.
+  const sentAt = new Map(Object.entries(sentAtRecord));
   const arrived = new Set<string>();
   let scanned = 0;
   await waitFor(() => {

@@ -1,7 +1,7 @@
 import type { Channel, MediaRef } from '../core/types.ts';
 import type { Db, Queryable, Session } from './db.ts';
 import { applyEarlyStatuses, lockProviderMessageIds } from './messages.ts';
-import { notifyActivity } from './notify.ts';
+import { notifyActivity, notifyActivityMany } from './notify.ts';
 
 /** Advisory-lock space for worker liveness: worker k holds pg_advisory_lock(WORKER_LOCK_SPACE, k) while it lives. */
 export const WORKER_LOCK_SPACE = 0x5b0a_0003;
@@ -123,7 +123,7 @@ export async function recordAttempts(db: Db, workerKey: number, results: readonl
       );
       applied += done.rowCount;
       await applyEarlyStatuses(tx, provider, ids);
-      for (const patientId of new Set(done.rows.map((row) => row.patient_id))) await notifyActivity(tx, patientId, 'status');
+      await notifyActivityMany(tx, [...new Set(done.rows.map((row) => row.patient_id))], 'status');
     }
     for (const result of results) {
       if (result.kind === 'retry') {
