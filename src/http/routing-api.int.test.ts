@@ -427,6 +427,39 @@ describe.each(backends())('routing over HTTP on $name', (backend) => {
     expect(audit).toContain('patient.claim');
   });
 
+  it('hands off to a team: the note is pinned for the queue, a member claims it, and an unclaimed one escalates', async () => {
+    const ada = await h.createCoordinator({ name: 'Ada' });
+    await h.sendSms('+15550010001', 'billing question');
+    await h.sendSms('+15550010002', 'another billing question');
+    const bea = await h.createCoordinator({ name: 'Bea' });
+    const carl = await h.createCoordinator({ name: 'Carl' });
+    const billing = await createTeam('Billing', [bea]);
+    const one = await patientByPhone('+15550010001');
+    const two = await patientByPhone('+15550010002');
+
+    const toTeam = await h.api('POST', `/api/patients/${one}/handoff`, { token: ada.token, body: { toTeamId: billing, note: 'Billing dispute, see invoice 42' } });
+    expect(toTeam.status).toBe(201);
+    expect(toTeam.json).toMatchObject({ state: 'pending', toTeamId: billing, toCoordinatorId: null, acceptBy: null });
+    expect(await assignmentOf(one)).toEqual({ coordinator_id: null, team_id: billing });
+    const seen = await h.api('GET', `/api/patients/${one}/routing`, { token: bea.token });
+    expect(seen.json.pinnedHandoff).toMatchObject({ note: 'Billing dispute, see invoice 42', toTeamId: billing, state: 'pending' });
+    expect((await h.api('GET', `/api/patients/${one}/routing`, { token: carl.token })).status).toBe(404);
+    expect((await h.api('POST', `/api/patients/${one}/claim`, { token: bea.token })).status).toBe(200);
+    expect((await h.api('GET', `/api/patients/${one}/routing`, { token: bea.token })).json.pinnedHandoff).toMatchObject({ state: 'accepted' });
+    expect(await timelineKinds(one)).toEqual(['inbound:billing question', 'routed', 'handoff', 'claimed']);
+
+    // Nobody in the team claims the second within 10 minutes: it goes to the fallback.
+    await h.api('PUT', `/api/coordinators/${bea.id}/status`, { token: bea.token, body: { status: 'away' } });
+    const unclaimed = await h.api('POST', `/api/patients/${two}/handoff`, {
+      token: ada.token,
+      body: { toTeamId: billing, note: 'Also billing', acceptWithinMinutes: 10, fallback: { kind: 'coordinator', coordinatorId: carl.id } },
+    });
+    expect(unclaimed.json.acceptBy).not.toBeNull();
+    expect(await fireDueTimers(db(), new Date(Date.now() + 11 * MINUTE))).toBe(1);
+    expect(await assignmentOf(two)).toEqual({ coordinator_id: carl.id, team_id: null });
+    expect(await timelineKinds(two)).toEqual(['inbound:another billing question', 'routed', 'handoff', 'handoff_expired', 'escalated']);
+  });
+
   it("an away coordinator's messages follow their fallback and come back on their return; supervisors reassign in bulk", async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
     await h.sendSms('+15550009001', 'hello');
