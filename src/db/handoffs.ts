@@ -326,6 +326,7 @@ export async function setCoordinatorStatus(db: Db, change: StatusChange): Promis
         const row = state.rows[0];
         if (row?.return_to_coordinator_id !== change.coordinatorId) return false;
         await setAssignment(tx, { patientId, coordinatorId: change.coordinatorId, teamId: null, now: change.now });
+        await supersedePending(tx, patientId, change.now);
         await closeOpenTimer(tx, patientId, change.now, 'superseded');
         await appendEvent(tx, { patientId, kind: 'returned', actorId: change.actorId, fromCoordinatorId: row.coordinator_id, toCoordinatorId: change.coordinatorId, detail: { reason: 'coordinator is back' } });
         await notifyActivity(tx, patientId, 'assignment');

@@ -56,7 +56,10 @@ async function fireTimer(tx: Queryable, kind: Db['kind'], timer: TimerRow, now: 
   const patient = await loadPatientState(tx, timer.patient_id);
   if (!patient) return close('superseded');
   const stillThere = timer.coordinator_id !== null ? patient.coordinatorId === timer.coordinator_id : patient.coordinatorId === null && patient.teamId === timer.team_id;
-  if (!stillThere) return close('superseded');
+  if (!stillThere) {
+    if (timer.handoff_id) await tx.query(`UPDATE handoffs SET state = 'superseded', resolved_at = $2 WHERE id = $1 AND state = 'pending'`, [timer.handoff_id, now]);
+    return close('superseded');
+  }
 
   if (timer.kind === 'escalation') {
     const answered = await tx.query(

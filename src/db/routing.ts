@@ -169,16 +169,44 @@ export async function routeInbound(tx: Queryable, kind: Db['kind'], args: Inboun
     coordinators: await loadCoordinatorFacts(tx),
     conversation: { lastAutoReplyAt: patient.lastAutoReplyAt },
   });
+  const held = await heldByTeamHandoff(tx, patient);
   let routingFacts = await facts();
-  let decision = routeMessage(active.compiled, routingFacts, args.now);
+  let decision = holdForHandoff(active.compiled, routeMessage(active.compiled, routingFacts, args.now), held);
   if (decision.assignment.kind === 'coordinator' && !decision.keptCurrent) {
     // Decide again under the lock, on loads nobody else can change until we commit.
     await tx.query(`SELECT pg_advisory_xact_lock($1)`, [ASSIGN_LOCK]);
     routingFacts = await facts();
-    decision = routeMessage(active.compiled, routingFacts, args.now);
+    decision = holdForHandoff(active.compiled, routeMessage(active.compiled, routingFacts, args.now), held);
   }
   await applyDecision(tx, kind, { patientId: args.patientId, messageId: args.messageId, patient, decision, facts: routingFacts, now: args.now, decisionKind: 'inbound' });
   return decision;
+}
+
+/** The team whose queue holds the patient because of a pending handoff to it, or null. */
+async function heldByTeamHandoff(db: Queryable, patient: PatientState | null): Promise<string | null> {
+  if (!patient || patient.coordinatorId !== null || patient.teamId === null) return null;
+  const pending = await db.query(`SELECT 1 FROM handoffs WHERE patient_id = $1 AND state = 'pending' AND to_team_id = $2`, [patient.facts.id, patient.teamId]);
+  return pending.rowCount > 0 ? patient.teamId : null;
+}
+
+/**
+ * A patient handed off to a team stays in that team's queue until a member claims them, as a patient stays with
+ * their coordinator: only a rule with `overrideAssignment` moves them. The rule's actions still apply.
+ */
+export function holdForHandoff(compiled: CompiledRuleSet, decision: RoutingDecision, heldTeamId: string | null): RoutingDecision {
+  if (heldTeamId === null) return decision;
+  const rule = compiled.ruleSet.rules.find((r) => r.id === decision.ruleId);
+  if (rule?.overrideAssignment) return decision;
+  return {
+    ...decision,
+    assignment: { kind: 'queue', teamId: heldTeamId },
+    keptCurrent: false,
+    returnWhenBack: false,
+    returnToCoordinatorId: null,
+    queueTeamId: heldTeamId,
+    fallbacks: [],
+    explanation: { ...decision.explanation, resolution: [...decision.explanation.resolution, { step: 'queue', teamId: heldTeamId }] },
+  };
 }
 
 /** What `dry-run` and tests ask: the decision the engine would make now, with nothing written. */
@@ -194,7 +222,7 @@ export async function previewDecision(
     coordinators: await loadCoordinatorFacts(db),
     conversation: { lastAutoReplyAt: stored?.lastAutoReplyAt ?? args.lastAutoReplyAt ?? null },
   };
-  return { decision: routeMessage(compiled, facts, args.now, { explain: 'all' }), facts };
+  return { decision: holdForHandoff(compiled, routeMessage(compiled, facts, args.now, { explain: 'all' }), await heldByTeamHandoff(db, stored)), facts };
 }
 
 // ---- applying a decision -----------------------------------------------------------------------------------
@@ -250,7 +278,11 @@ export async function applyDecision(tx: Queryable, kind: Db['kind'], args: Apply
 
   for (const action of decision.actions) await performAction(tx, kind, { patientId, decisionId, ruleId: decision.ruleId, action, now });
 
-  if (changed) await closeOpenTimer(tx, patientId, now, 'superseded');
+  if (changed) {
+    // Whoever a pending handoff was waiting on no longer has the patient.
+    await tx.query(`UPDATE handoffs SET state = 'superseded', resolved_at = $2 WHERE patient_id = $1 AND state = 'pending'`, [patientId, now]);
+    await closeOpenTimer(tx, patientId, now, 'superseded');
+  }
   if (decision.fallbacks.length > 0) {
     const open = await tx.query(`SELECT 1 FROM routing_timers WHERE patient_id = $1 AND fired_at IS NULL`, [patientId]);
     // A kept assignment keeps its running timer: a new message never restarts the clock.

@@ -444,9 +444,15 @@ describe.each(backends())('routing over HTTP on $name', (backend) => {
     const seen = await h.api('GET', `/api/patients/${one}/routing`, { token: bea.token });
     expect(seen.json.pinnedHandoff).toMatchObject({ note: 'Billing dispute, see invoice 42', toTeamId: billing, state: 'pending' });
     expect((await h.api('GET', `/api/patients/${one}/routing`, { token: carl.token })).status).toBe(404);
+    // A new message does not pull the patient out of the team's queue (the built-in rule would give them to
+    // the least loaded coordinator); dry-run says the same.
+    const dry = await h.api('POST', '/api/routing/dry-run', { token: admin.token, body: { patientId: one, message: { text: 'any news?', channel: 'sms' } } });
+    expect(dry.json.decision.assignment).toEqual({ kind: 'queue', teamId: billing });
+    await h.sendSms('+15550010001', 'any news?');
+    expect(await assignmentOf(one)).toEqual({ coordinator_id: null, team_id: billing });
     expect((await h.api('POST', `/api/patients/${one}/claim`, { token: bea.token })).status).toBe(200);
     expect((await h.api('GET', `/api/patients/${one}/routing`, { token: bea.token })).json.pinnedHandoff).toMatchObject({ state: 'accepted' });
-    expect(await timelineKinds(one)).toEqual(['inbound:billing question', 'routed', 'handoff', 'claimed']);
+    expect(await timelineKinds(one)).toEqual(['inbound:billing question', 'routed', 'handoff', 'inbound:any news?', 'routed', 'claimed']);
 
     // Nobody in the team claims the second within 10 minutes: it goes to the fallback.
     await h.api('PUT', `/api/coordinators/${bea.id}/status`, { token: bea.token, body: { status: 'away' } });
