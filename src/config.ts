@@ -25,6 +25,7 @@ const EnvSchema = z
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+    ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -61,6 +62,8 @@ export interface Config {
   outboxBatchSize: number;
   outboxPollMs: number;
   tokenTtlMs: number;
+  /** How often the worker looks for due routing fallback timers. */
+  routingTimerPollMs: number;
   roles: Role[];
 }
 
@@ -103,6 +106,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
   };
 }

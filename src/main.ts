@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     webUrl = web.url;
   }
   if (config.roles.includes('worker')) {
-    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs });
+    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs });
     stops.push(() => worker.stop());
   }
 

@@ -6,6 +6,7 @@ import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
+import { registerRoutingRoutes } from './routing-api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
 
 export interface AppDeps {
@@ -53,6 +54,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerRoutingRoutes(app, deps);
   return app;
 }
 
