@@ -1,6 +1,8 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 
+export const DEFAULT_HELP_REPLY = 'Your care team reads these messages during business hours. For an emergency call 911. Reply STOP to opt out, START to opt back in.';
+
 const optionalString = z
   .string()
   .trim()
@@ -39,7 +41,7 @@ const EnvSchema = z
       .trim()
       .min(1)
       .max(1600)
-      .default('Your care team reads this inbox during business hours. For an emergency call 911. Reply STOP to stop messages on this number, START to resume.'),
+      .default(DEFAULT_HELP_REPLY),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;

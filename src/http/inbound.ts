@@ -5,8 +5,8 @@ import { applyInboundConsent } from '../db/consent.ts';
 import { applyDeliveryStatus } from '../db/messages.ts';
 import { recordInbound } from '../db/patients.ts';
 import type { AppDeps } from './server.ts';
+import { DEFAULT_HELP_REPLY } from '../config.ts';
 
-export const DEFAULT_HELP_REPLY = 'Your care team reads these messages during business hours. Reply STOP to opt out, START to opt back in.';
 
 /**
  * Every channel's webhook route ends here once the adapter has verified and parsed the request: phone addresses
