@@ -145,7 +145,8 @@ const messenger: ContractEntry = {
   name: 'Meta Messenger',
   channel: 'messenger',
   from: { wire: '7001', parsed: '7001' },
-  statusMapping: [],
+  // Delivery receipts list mids; read receipts are only a watermark (meta-webhooks.int.test.ts covers them).
+  statusMapping: [['delivered', 'delivered']],
   permanentIdentity: 'unreachable',
   ambiguousLookup: META_AMBIGUOUS,
   async start() {
@@ -309,7 +310,7 @@ describe.each(CONTRACT)('adapter contract: $name', (entry) => {
   });
 
   it('maps provider statuses to ours, ignoring the ones we do not track', async (ctx) => {
-    if (entry.statusMapping.length === 0) ctx.skip('Messenger has no per-message status vocabulary: delivery lists mids, read is a watermark (meta-webhooks.int.test.ts)');
+    if (entry.statusMapping.length === 0) ctx.skip(`${entry.name} reports no per-message statuses`);
     const { providerMessageId } = await d.adapter.send(d.outbound('status mapping'), opts());
     for (const [providerStatus, ours] of entry.statusMapping) {
       const events = (await d.statuses(providerMessageId, [providerStatus])).flatMap((r) => statusesOf(d.adapter.parseWebhook(r)));
