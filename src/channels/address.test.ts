@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeAddress } from './address.ts';
+import { canonicalInboundAddress, normalizeAddress } from './address.ts';
 
 describe('address normalisation', () => {
   it.each(['+15551234567', '(555) 123-4567', '555.123.4567', '1 555 123 4567', '15551234567', 'whatsapp:+15551234567'])('%s → +15551234567', (input) => {
@@ -12,5 +12,9 @@ describe('address normalisation', () => {
   });
   it('refuses what cannot be a phone number', () => {
     expect(() => normalizeAddress('sms', '12')).toThrow(expect.objectContaining({ code: 'invalid_address', status: 400 }));
+  });
+  it('keeps a webhook sender that is no phone number (short code, sender id) as sent', () => {
+    expect(canonicalInboundAddress('sms', ' 72345 ')).toBe('72345');
+    expect(canonicalInboundAddress('sms', '(555) 123-4567')).toBe('+15551234567');
   });
 });

@@ -20,3 +20,15 @@ export function normalizeAddress(channel: Channel, address: string, defaultCount
   if (!parsed || !parsed.isPossible()) throw new BadRequestError('invalid_address', `${channel} address is not a possible phone number`);
   return parsed.number;
 }
+
+/**
+ * For webhooks: the provider already authenticated the sender, so an address that is not a possible phone
+ * number (a short code, an alphanumeric sender id) is kept as sent rather than refused and lost.
+ */
+export function canonicalInboundAddress(channel: Channel, address: string, defaultCountry: CountryCode = 'US'): string {
+  try {
+    return normalizeAddress(channel, address, defaultCountry);
+  } catch {
+    return address.trim();
+  }
+}

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { normalizeAddress } from '../channels/address.ts';
+import { canonicalInboundAddress } from '../channels/address.ts';
 import type { ChannelEvent, InboundMessage } from '../core/types.ts';
 import { applyInboundConsent } from '../db/consent.ts';
 import { applyDeliveryStatus } from '../db/messages.ts';
@@ -21,10 +21,9 @@ export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events
     log.info('signed webhook event of a kind we ignore');
     return;
   }
-  // Normalise all before storing any, so one bad address refuses the whole webhook with nothing stored.
   const inbound = events
     .filter((e): e is InboundMessage => e.kind === 'inbound')
-    .map((e) => ({ ...e, from: normalizeAddress(e.channel, e.from) }))
+    .map((e) => ({ ...e, from: canonicalInboundAddress(e.channel, e.from) }))
     .map((e, index) => ({ e, index }))
     // Providers may batch out of order; a stable sort keeps delivery order where they carry no timestamp.
     .sort((a, b) => (a.e.receivedAt?.getTime() ?? 0) - (b.e.receivedAt?.getTime() ?? 0) || a.index - b.index)
