@@ -179,6 +179,9 @@ export type TimelineItem =
       errorMessage: string | null;
       authorId: string | null;
       channelReason: string | null;
+      /** Channels tried before a permanent failure moved this reply (see src/db/fallback.ts). */
+      channelHistory: unknown;
+      automatic: boolean;
       provider: string | null;
       providerMessageId: string | null;
     }
@@ -225,6 +228,8 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
         errorMessage: m.error_message,
         authorId: m.author_id,
         channelReason: m.channel_reason,
+        channelHistory: m.channel_history ?? [],
+        automatic: m.automatic ?? false,
         provider: m.provider,
         providerMessageId: m.provider_message_id,
       }),

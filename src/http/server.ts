@@ -8,6 +8,9 @@ import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerRoutingRoutes } from './routing-api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerMetaWebhookRoutes } from './meta-webhooks.ts';
+import { registerConsentRoutes } from './consent-api.ts';
+import type { ReplyRules } from '../core/reply-channel.ts';
 
 export interface AppDeps {
   db: Db;
@@ -18,6 +21,10 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
+  replyRules?: ReplyRules;
+  /** The automatic answer to HELP (config HELP_REPLY). */
+  helpReply?: string;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -55,6 +62,8 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
   await registerRoutingRoutes(app, deps);
+  await registerMetaWebhookRoutes(app, deps);
+  await registerConsentRoutes(app, deps);
   return app;
 }
 
