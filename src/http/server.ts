@@ -1,12 +1,14 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
+import type { CountryCode } from 'libphonenumber-js';
 import type { ChannelAdapter } from '../channels/channel.ts';
 import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerIdentityRoutes } from './identity-api.ts';
 
 export interface AppDeps {
   db: Db;
@@ -17,6 +19,8 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** ISO country for reading national phone numbers when linking identities (DEFAULT_PHONE_COUNTRY); default US. */
+  defaultPhoneCountry?: CountryCode;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -53,6 +57,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerIdentityRoutes(app, deps);
   return app;
 }
 
