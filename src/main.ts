@@ -15,20 +15,18 @@ async function main(): Promise<void> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, applicationName: `switchboard-${config.roles.join('+')}` });
   stops.push(() => db.close());
 
-  let twilio: TwilioConfig;
+  let twilio: TwilioConfig | undefined = config.twilio;
   let demo: Awaited<ReturnType<typeof startDemoProviders>> | undefined;
-  if (config.twilio) {
-    twilio = config.twilio;
-  } else {
+  if (config.demo) {
     demo = await startDemoProviders();
     stops.push(() => demo!.fakeTwilio.close());
     twilio = demo.twilio;
   }
-  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio });
+  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx });
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, defaultPhoneCountry: config.defaultPhoneCountry });
     stops.push(() => web.stop());
     webUrl = web.url;
   }

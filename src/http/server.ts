@@ -9,6 +9,7 @@ import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
 import { registerIdentityRoutes } from './identity-api.ts';
+import { registerTelnyxWebhookRoutes } from './telnyx-webhooks.ts';
 
 export interface AppDeps {
   db: Db;
@@ -58,6 +59,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
   await registerIdentityRoutes(app, deps);
+  await registerTelnyxWebhookRoutes(app, deps);
   return app;
 }
 
