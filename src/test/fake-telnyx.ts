@@ -63,9 +63,10 @@ export interface FakeTelnyx {
   optIn(phone: string): void;
   setAutoStatuses(statuses: FakeTelnyxStatus[], delayMs?: number): void;
   /** Signs and POSTs a `message.received` event to `webhookUrl`; returns our answer. */
-  sendInboundSms(args: { webhookUrl: string; from: string; to: string; body: string; mediaUrls?: string[]; messageSid?: string }): Promise<{ status: number; body: string; messageSid: string }>;
+  /** `signatureUrl` is accepted for drop-in compatibility with the Twilio fake and ignored: Telnyx does not sign the URL. */
+  sendInboundSms(args: { webhookUrl: string; signatureUrl?: string; from: string; to: string; body: string; mediaUrls?: string[]; messageSid?: string }): Promise<{ status: number; body: string; messageSid: string }>;
   /** Signs and POSTs `message.sent` / `message.finalized` for a message the fake accepted (to its webhook_url or `url`). */
-  sendStatusCallback(args: { messageSid: string; status: string; errorCode?: string; url?: string }): Promise<{ status: number }>;
+  sendStatusCallback(args: { messageSid: string; status: string; errorCode?: string; url?: string; signatureUrl?: string }): Promise<{ status: number }>;
   /** Signs any body as this account would: for tests of our verifier. */
   signWebhook(body: string, timestampSeconds?: number): Record<string, string>;
 }
@@ -100,13 +101,14 @@ const phoneSchema = z.strictObject({ phone: z.string().min(1) });
 const autoStatusesSchema = z.strictObject({ statuses: z.array(z.enum(STATUSES)), delayMs: z.number().int().min(0).max(60_000).optional() });
 const inboundSmsSchema = z.strictObject({
   webhookUrl: z.url(),
+  signatureUrl: z.url().optional(),
   from: z.string().min(1),
   to: z.string().min(1),
   body: z.string(),
   mediaUrls: z.array(z.url()).max(10).optional(),
   messageSid: z.string().min(1).optional(),
 });
-const statusCallbackSchema = z.strictObject({ messageSid: z.string().min(1), status: z.string().min(1), errorCode: z.string().optional(), url: z.url().optional() });
+const statusCallbackSchema = z.strictObject({ messageSid: z.string().min(1), status: z.string().min(1), errorCode: z.string().optional(), url: z.url().optional(), signatureUrl: z.url().optional() });
 const sendSchema = z
   .object({
     to: z.string().optional(),
