@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
 
 export const DEFAULT_HELP_REPLY = 'Your care team reads these messages during business hours. For an emergency call 911. Reply STOP to opt out, START to opt back in.';
@@ -23,6 +24,13 @@ const EnvSchema = z
     TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
     TWILIO_MESSAGING_SERVICE_SID: optionalString.pipe(z.string().regex(/^MG[0-9a-fA-F]{32}$/, 'must look like MG followed by 32 hex digits').optional()),
     TWILIO_API_BASE: optionalString.pipe(z.url().optional()),
+    SMS_PROVIDER: z.enum(['twilio', 'telnyx']).default('twilio'),
+    TELNYX_API_KEY: optionalString,
+    TELNYX_PUBLIC_KEY: optionalString.pipe(z.base64().refine((key) => Buffer.from(key, 'base64').length === 32, 'must be the base64 of a 32-byte Ed25519 public key').optional()),
+    TELNYX_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    TELNYX_MESSAGING_PROFILE_ID: optionalString,
+    TELNYX_API_BASE: optionalString.pipe(z.url().optional()),
+    DEFAULT_PHONE_COUNTRY: z.string().regex(/^[A-Z]{2}$/, 'must be an ISO 3166 alpha-2 country code such as US').default('US'),
     SEND_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
@@ -62,6 +70,12 @@ const EnvSchema = z
         ctx.addIssue({ code: 'custom', path: [env.META_APP_SECRET ? 'META_VERIFY_TOKEN' : 'META_APP_SECRET'], message: `${a} needs META_APP_SECRET and META_VERIFY_TOKEN (webhook signature and subscription)` });
       }
     }
+    if (env.SMS_PROVIDER === 'telnyx') {
+      for (const name of ['TELNYX_API_KEY', 'TELNYX_PUBLIC_KEY'] as const) {
+        if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: `SMS_PROVIDER=telnyx needs ${name} (demo mode runs the Twilio fake)` });
+      }
+      if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
+    }
   });
 
 export type Role = 'web' | 'worker';
@@ -84,6 +98,16 @@ export interface MetaConfig {
   whatsapp?: { phoneNumberId: string; accessToken: string; template?: { name: string; languageCode: string } };
 }
 
+export type SmsProvider = 'twilio' | 'telnyx';
+
+export interface TelnyxConfig {
+  apiKey: string;
+  publicKey: string;
+  fromNumber?: string;
+  messagingProfileId?: string;
+  apiBase?: string;
+}
+
 export interface Config {
   port: number;
   host: string;
@@ -99,6 +123,10 @@ export interface Config {
   meta?: MetaConfig;
   /** The automatic answer to HELP. */
   helpReply: string;
+  smsProvider: SmsProvider;
+  telnyx?: TelnyxConfig;
+  /** ISO country for reading national phone numbers (identity linking). */
+  defaultPhoneCountry: CountryCode;
   sendTimeoutMs: number;
   outboxBatchSize: number;
   outboxPollMs: number;
@@ -141,7 +169,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     databasePoolSize: e.DATABASE_POOL_SIZE,
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
-    demo: !twilio,
+    demo: e.SMS_PROVIDER === 'telnyx' ? false : !twilio,
     twilio,
     meta:
       e.MESSENGER_PAGE_ID || e.WHATSAPP_PHONE_NUMBER_ID
@@ -162,6 +190,11 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
           }
         : undefined,
     helpReply: e.HELP_REPLY,
+    smsProvider: e.SMS_PROVIDER,
+    telnyx: e.TELNYX_API_KEY
+      ? { apiKey: e.TELNYX_API_KEY, publicKey: e.TELNYX_PUBLIC_KEY!, fromNumber: e.TELNYX_FROM_NUMBER, messagingProfileId: e.TELNYX_MESSAGING_PROFILE_ID, apiBase: e.TELNYX_API_BASE }
+      : undefined,
+    defaultPhoneCountry: e.DEFAULT_PHONE_COUNTRY as CountryCode,
     sendTimeoutMs: e.SEND_TIMEOUT_MS,
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,

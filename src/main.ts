@@ -16,11 +16,9 @@ async function main(): Promise<void> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, applicationName: `switchboard-${config.roles.join('+')}` });
   stops.push(() => db.close());
 
-  let twilio: TwilioConfig;
+  let twilio: TwilioConfig | undefined = config.twilio;
   let demo: Awaited<ReturnType<typeof startDemoProviders>> | undefined;
-  if (config.twilio) {
-    twilio = config.twilio;
-  } else {
+  if (config.demo) {
     demo = await startDemoProviders();
     stops.push(() => demo!.fakeTwilio.close());
     twilio = demo.twilio;
@@ -33,12 +31,12 @@ async function main(): Promise<void> {
     stops.push(() => demoMeta!.fakeMeta.close());
     meta = demoMeta.meta;
   }
-  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, ...(meta ? { meta } : {}) });
+  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}) });
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry });
     stops.push(() => web.stop());
     webUrl = web.url;
   }

@@ -3,6 +3,8 @@ import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { routeInbound } from './routing.ts';
+import { pickCoordinatorForNewPatient } from './coordinators.ts';
+import { PatientMergedError } from '../errors.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
@@ -11,11 +13,16 @@ export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound
   const touched = change === 'event' ? 'last_message_at' : 'now()';
   const result = await tx.query<{ last_seq: number }>(
     `UPDATE patients SET last_seq = last_seq + 1, waiting_since = ${waiting}, last_message_at = ${touched}
-     WHERE id = $1 RETURNING last_seq`,
+     WHERE id = $1 AND merged_into IS NULL RETURNING last_seq`,
     [patientId],
   );
   const row = result.rows[0];
-  if (!row) throw new Error(`patient ${patientId} vanished inside its own transaction`);
+  if (!row) {
+    // A writer that waited for this row's lock while a merge absorbed the patient lands here, not in a dead log.
+    const merged = await tx.query<{ merged_into: string | null }>(`SELECT merged_into FROM patients WHERE id = $1`, [patientId]);
+    if (merged.rows[0]) throw new PatientMergedError(patientId, merged.rows[0].merged_into);
+    throw new Error(`patient ${patientId} vanished inside its own transaction`);
+  }
   return row.last_seq;
 }
 
@@ -33,12 +40,28 @@ class DuplicateInbound extends Error {}
  * patient, for a new address); every redelivery finds it and changes nothing.
  */
 export async function recordInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+  // A merge or an undo that moves this identity while we wait for the patient's lock makes us start again,
+  // so the message lands in the log its identity belongs to now.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await recordInboundOnce(db, event);
+    } catch (error) {
+      if (!(error instanceof IdentityMoved || error instanceof PatientMergedError) || attempt >= 5) throw error;
+    }
+  }
+}
+
+class IdentityMoved extends Error {}
+
+async function recordInboundOnce(db: Db, event: InboundMessage): Promise<InboundResult> {
   const existing = await findInbound(db, event);
   if (existing) return existing;
   try {
     return await db.transaction(async (tx) => {
       const { patientId, identityId, isNewPatient } = await findOrCreateIdentity(tx, event.channel, event.from);
       const seq = await nextSeq(tx, patientId, 'inbound');
+      const owner = await tx.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE id = $1`, [identityId]);
+      if (owner.rows[0]?.patient_id !== patientId) throw new IdentityMoved();
       const inserted = await tx.query<{ id: string }>(
         `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, provider, provider_message_id, body, media, status)
          VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, 'received')
@@ -110,7 +133,7 @@ export interface Caller {
 export async function canAccessPatient(db: Queryable, caller: Caller, patientId: string): Promise<boolean> {
   if (!/^[0-9a-f-]{36}$/i.test(patientId)) return false;
   if (caller.role !== 'coordinator') {
-    return (await db.query(`SELECT 1 FROM patients WHERE id = $1`, [patientId])).rowCount > 0;
+    return (await db.query(`SELECT 1 FROM patients WHERE id = $1 AND merged_into IS NULL`, [patientId])).rowCount > 0;
   }
   return (await db.query(`SELECT 1 FROM assignments WHERE patient_id = $1 AND coordinator_id = $2`, [patientId, caller.id])).rowCount > 0;
 }
@@ -147,7 +170,7 @@ export async function listInbox(db: Queryable, args: { coordinatorId: string | n
                         WHERE m.patient_id = p.id ORDER BY m.seq DESC LIMIT 1) lm ON true
      LEFT JOIN LATERAL (SELECT channel FROM channel_identities ci WHERE ci.patient_id = p.id
                         ORDER BY ci.last_inbound_at DESC NULLS LAST, ci.created_at DESC LIMIT 1) ri ON true
-     WHERE ($1::uuid IS NULL OR a.coordinator_id = $1)
+     WHERE ($1::uuid IS NULL OR a.coordinator_id = $1) AND p.merged_into IS NULL
      ORDER BY p.waiting_since ASC NULLS LAST, p.last_message_at DESC NULLS LAST, p.id
      LIMIT $2`,
     [args.coordinatorId, args.limit],

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
+import type { CountryCode } from 'libphonenumber-js';
 import type { ChannelAdapter } from '../channels/channel.ts';
 import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
@@ -11,6 +12,8 @@ import { registerWebhookRoutes } from './webhooks.ts';
 import { registerMetaWebhookRoutes } from './meta-webhooks.ts';
 import { registerConsentRoutes } from './consent-api.ts';
 import type { ReplyRules } from '../core/reply-channel.ts';
+import { registerIdentityRoutes } from './identity-api.ts';
+import { registerTelnyxWebhookRoutes } from './telnyx-webhooks.ts';
 
 export interface AppDeps {
   db: Db;
@@ -25,6 +28,8 @@ export interface AppDeps {
   replyRules?: ReplyRules;
   /** The automatic answer to HELP (config HELP_REPLY). */
   helpReply?: string;
+  /** ISO country for reading national phone numbers when linking identities (DEFAULT_PHONE_COUNTRY); default US. */
+  defaultPhoneCountry?: CountryCode;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -64,6 +69,8 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerRoutingRoutes(app, deps);
   await registerMetaWebhookRoutes(app, deps);
   await registerConsentRoutes(app, deps);
+  await registerIdentityRoutes(app, deps);
+  await registerTelnyxWebhookRoutes(app, deps);
   return app;
 }
 

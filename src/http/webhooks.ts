@@ -14,7 +14,7 @@ function toWebhookRequest(request: FastifyRequest, publicBaseUrl: string): Webho
 
 export async function registerWebhookRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const sms = deps.adapters.get('sms');
-  if (!sms) return;
+  if (!sms || sms.provider !== 'twilio') return;
 
   /**
    * Inbound SMS. 200 only after the commit: an error (DB down) becomes a 5xx and Twilio redelivers; a

@@ -135,7 +135,7 @@ export function signTwilioRequest(authToken: string, url: string, params: Record
 // --- control input ------------------------------------------------------------------------------------------
 
 const rate = z.number().min(0).max(1).optional();
-const faultConfigSchema = z
+export const faultConfigSchema = z
   .strictObject({
     latencyMs: z
       .tuple([z.number().min(0), z.number().min(0)])
@@ -154,7 +154,7 @@ const faultConfigSchema = z
     'fault rates must sum to at most 1',
   ) satisfies z.ZodType<FaultConfig>;
 
-const oneShotFaultSchema = z.discriminatedUnion('kind', [
+export const oneShotFaultSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('status'), status: z.union([z.literal(429), z.literal(500), z.literal(502), z.literal(503)]) }),
   z.strictObject({ kind: z.literal('latency'), ms: z.number().min(0) }),
   z.strictObject({ kind: z.literal('timeout'), holdMs: z.number().min(0).optional() }),
@@ -217,7 +217,7 @@ interface TwilioError {
 }
 
 /** mulberry32: small, seedable, good enough to pick faults. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
