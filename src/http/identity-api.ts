@@ -4,7 +4,7 @@ import { normaliseAddress } from '../core/address.ts';
 import { CHANNELS } from '../core/types.ts';
 import { appendAudit } from '../db/audit.ts';
 import type { Coordinator } from '../db/coordinators.ts';
-import { findMerge, linkIdentity, listIdentities, listMerges, mergePatients, undoMerge } from '../db/identities.ts';
+import { findMerge, linkIdentity, listMerges, mergePatients, undoMerge } from '../db/identities.ts';
 import { canAccessPatient } from '../db/patients.ts';
 import { BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
@@ -30,14 +30,7 @@ export async function registerIdentityRoutes(app: FastifyInstance, deps: AppDeps
     if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
   }
 
-  app.get('/api/patients/:id/identities', async (request) => {
-    const caller = callerOf(request);
-    const { id } = parseInput(PatientParams, request.params);
-    await requireAccess(caller, id);
-    const identities = await listIdentities(db, id);
-    await appendAudit(db, { actorId: caller.id, action: 'identities.read', patientId: id, ip: request.ip });
-    return { patientId: id, identities };
-  });
+  // GET /api/patients/:id/identities (with each identity's consent state) lives in consent-api.ts.
 
   app.post('/api/patients/:id/identities', async (request, reply) => {
     const caller = callerOf(request);
