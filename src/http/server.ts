@@ -7,6 +7,7 @@ import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerWebchatRoutes, type WebchatSettings } from './webchat-api.ts';
 
 export interface AppDeps {
   db: Db;
@@ -17,6 +18,8 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** Web chat (page, link API, stream); absent means web chat is off. */
+  webchat?: WebchatSettings;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -53,6 +56,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerWebchatRoutes(app, deps);
   return app;
 }
 

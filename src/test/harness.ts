@@ -9,6 +9,11 @@ import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
+import { startFakeSmtp, type FakeSmtp } from './fake-smtp.ts';
+import { startSmtpListener, type SmtpListener } from '../services/smtp-listener.ts';
+
+export const TEST_WEBCHAT_SECRET = 'test-webchat-link-secret-0123456789abcdef';
+export const TEST_EMAIL_FROM = 'Care Team <care@switchboard.test>';
 
 export const TEST_TWILIO = {
   accountSid: 'AC' + 'a'.repeat(32),
@@ -43,16 +48,23 @@ export interface Harness {
   sendSms(from: string, body: string, messageSid?: string): Promise<{ status: number; body: string; messageSid: string }>;
   startRelay(options?: Partial<OutboxRelayOptions>): Promise<OutboxRelay>;
   close(): Promise<void>;
+  /** With `email: true`: the fake outbound SMTP server, and our inbound SMTP listener. */
+  smtp?: FakeSmtp;
+  smtpListener?: SmtpListener;
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions> } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; webchat?: boolean; email?: boolean } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+  const smtp = options.email ? await startFakeSmtp() : undefined;
+  const email = smtp ? { host: smtp.host, port: smtp.port, secure: false, from: TEST_EMAIL_FROM, defaultSubject: 'A message from your care team' } : undefined;
+  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, db: database.db, webchat: options.webchat, email });
+  const webchat = options.webchat ? { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 3_600_000 } : undefined;
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, webchat });
+  const smtpListener = options.email ? await startSmtpListener({ db: database.db, logger, host: '127.0.0.1', port: 0 }) : undefined;
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
 
@@ -62,6 +74,8 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     adapters,
     web,
     baseUrl,
+    smtp,
+    smtpListener,
     async api(method, path, { token, body, rawBody, contentType } = {}) {
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
@@ -102,6 +116,8 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     async close() {
       for (const relay of relays.splice(0)) await relay.stop();
       await web.stop();
+      await smtpListener?.stop();
+      await smtp?.close();
       await fake.close();
       await database.drop();
     },
