@@ -1,13 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CHANNEL_USAGE, simulateEmail, simulateWebchat } from './simulate-channels.ts';
 
 const USAGE = `usage: npm run simulate -- sms --from +15551234567 "message text"
+${CHANNEL_USAGE}
 
 Sends a signed inbound SMS through the running demo's fake Twilio (found via DATA_DIR/demo.json).`;
 
 async function run(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
+  if (kind === 'email') return simulateEmail(rest);
+  if (kind === 'webchat') return simulateWebchat(rest);
   const { values, positionals } = parseArgs({ args: rest, options: { from: { type: 'string' } }, allowPositionals: true, strict: true });
   const body = positionals.join(' ');
   if (kind !== 'sms' || !values.from || !body) {
