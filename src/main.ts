@@ -43,7 +43,14 @@ async function main(): Promise<void> {
   }
   let smtpListen: { host: string; port: number } | undefined;
   if (config.roles.includes('web') && config.smtpListen) {
-    const listener = await startSmtpListener({ db, logger, host: config.smtpListen.host, port: config.smtpListen.port });
+    const listen = (port: number) => startSmtpListener({ db, logger, host: config.smtpListen!.host, port });
+    // Several demos (or test runs) on one machine would fight over the default port; a demo takes any free one
+    // (demo.json tells `npm run simulate` which). Outside demo mode a taken port is a configuration error.
+    const listener = await listen(config.smtpListen.port).catch((error: { code?: string }) => {
+      if (!config.demo || error.code !== 'EADDRINUSE') throw error;
+      logger.warn({ port: config.smtpListen!.port }, 'SMTP port in use; the demo listens on a free port instead');
+      return listen(0);
+    });
     stops.push(() => listener.stop());
     smtpListen = { host: config.smtpListen.host, port: listener.port };
   }

@@ -65,12 +65,16 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   function patientOf(request: FastifyRequest): string {
+    return claimsOf(request).patientId;
+  }
+
+  function claimsOf(request: FastifyRequest): { patientId: string; expiresAt: Date } {
     const header = request.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw new UnauthorizedError('this chat needs the link it was opened with');
     const check = verifyWebchatToken(settings!.linkSecret, token);
     if (!check.ok) throw new ForbiddenError(`link_${check.reason}`, check.reason === 'expired' ? 'this chat link has expired; ask your care team for a new one' : 'this chat link is not valid');
-    return check.claims.patientId;
+    return check.claims;
   }
 
   const sendPage = (name: keyof typeof PAGE_FILES) => async (_request: FastifyRequest, reply: FastifyReply) =>
@@ -147,7 +151,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
    * live. Each event's id is its stream position, so a reconnecting client resumes exactly where it stopped.
    */
   app.get('/chat/api/stream', async (request, reply) => {
-    const patientId = patientOf(request);
+    const { patientId, expiresAt } = claimsOf(request);
     const query = parseInput(StreamQuery, request.query);
     const lastEventId = request.headers['last-event-id'];
     const fromHeader = typeof lastEventId === 'string' && /^\d{1,10}$/.test(lastEventId) ? Number(lastEventId) : undefined;
@@ -200,6 +204,8 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
     };
     const wake = () => void pump();
     const heartbeat = setInterval(() => {
+      // A link that expires while its page is open stops streaming; the page's reconnect then gets the 403.
+      if (Date.now() >= expiresAt.getTime()) return end();
       if (!closed) raw.write(': ping\n\n');
       wake();
     }, heartbeatMs);

@@ -174,6 +174,25 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
     expect(identities.rowCount).toBe(0);
   });
 
+  it('ends an open stream when its link expires; the reconnect is refused', async () => {
+    const { patientId } = await patientBySms('+15550006666');
+    const port = await freePort();
+    const baseUrl = `http://127.0.0.1:${port}`;
+    const pino = (await import('pino')).default;
+    const web = await startWeb({ db: h.database.db, logger: pino({ level: 'silent' }), adapters: h.adapters, publicBaseUrl: baseUrl, tokenTtlMs: 60_000, host: '127.0.0.1', port, webchat: { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 60_000, heartbeatMs: 100 } });
+    try {
+      const token = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 2_500) });
+      const stream = openStream(baseUrl, token);
+      streams.push(stream);
+      await eventually(() => stream.statuses[0] === 200, { what: 'stream open' });
+      await eventually(() => stream.statuses.includes(403), { what: 'reconnect refused after expiry', timeoutMs: 15_000 });
+      expect(stream.source.readyState).toBe(stream.source.CLOSED);
+    } finally {
+      for (const stream of streams.splice(0)) stream.close();
+      await web.stop();
+    }
+  });
+
   it('only a coordinator who may see the patient can make a link', async () => {
     const { patientId } = await patientBySms('+15550004444');
     const grace = await h.createCoordinator({ name: 'Grace' });
