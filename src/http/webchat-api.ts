@@ -26,7 +26,8 @@ const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; conne
 const MAX_BODY_CHARS = 4000;
 const STREAM_PAGE = 200;
 
-const LinkParams = z.object({ id: z.uuid() });
+// As in api.ts: an id that is no patient's is a 404, like a patient the caller may not see.
+const LinkParams = z.object({ id: z.string().max(64) });
 const LinkBody = z.object({
   send: z.boolean().default(false),
   ttlHours: z.number().min(0.01).max(24 * 30).optional(),

@@ -1,11 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { EventSource } from 'eventsource';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createWebchatToken } from '../security/webchat-link.ts';
 import { startWeb } from '../services/web.ts';
 import { backends, isPostgresAvailable, postgresBackend } from '../test/databases.ts';
 import { eventually, freePort, startHarness, TEST_TWILIO, TEST_WEBCHAT_SECRET, type Harness } from '../test/harness.ts';
+
+// Polling deadlines and test time limits sized for a loaded 2-core CI machine; nothing here asserts speed.
+const SLOW_MACHINE_WAIT_MS = 45_000;
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -64,7 +68,7 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
     const link = await h.api('POST', `/api/patients/${patientId}/webchat-link`, { token: ada.token, body: { send: true } });
     expect(link.status).toBe(201);
     expect(link.json.message).toMatchObject({ channel: 'sms', address: '+15550001111' });
-    const sms = await eventually(() => h.fake.received.find((m) => m.body.includes('/chat#')), { what: 'link SMS' });
+    const sms = await eventually(() => h.fake.received.find((m) => m.body.includes('/chat#')), { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'link SMS' });
     expect(sms.body).toContain(link.json.url);
     const token = tokenOf(link.json.url);
 
@@ -84,13 +88,13 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
     const again = await post('/chat/api/messages', token, { clientMessageId: 'client-0001', body: 'Hi from the <b>web</b>' });
     expect(again.status).toBe(200);
     expect(again.json).toMatchObject({ duplicate: true, messageId: sent.json.messageId });
-    await eventually(() => stream.events.length >= 1, { what: 'inbound on stream' });
+    await eventually(() => stream.events.length >= 1, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'inbound on stream' });
     expect(stream.events[0]).toMatchObject({ seq: 1, lastEventId: '1', direction: 'inbound', body: 'Hi from the <b>web</b>', clientMessageId: 'client-0001' });
 
     const reply = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'Hello on web chat' } });
     expect(reply.status).toBe(201);
     expect(reply.json).toMatchObject({ channel: 'webchat', address: `patient:${patientId}`, channelReason: 'last used webchat' });
-    await eventually(() => stream.events.length >= 2, { what: 'reply on stream' });
+    await eventually(() => stream.events.length >= 2, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'reply on stream' });
     expect(stream.events[1]).toMatchObject({ seq: 2, direction: 'outbound', body: 'Hello on web chat', id: reply.json.messageId });
 
     const receipt = await post('/chat/api/receipts', token, { messageIds: [reply.json.messageId, sent.json.messageId], status: 'read' });
@@ -99,7 +103,7 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
       const items = (await h.api('GET', `/api/patients/${patientId}/timeline`, { token: ada.token })).json.items as any[];
       const out = items.find((i) => i.id === reply.json.messageId);
       return out?.status === 'read' ? items : null;
-    }, { what: 'reply read' });
+    }, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'reply read' });
     const webchatInbound = timeline.filter((i) => i.type === 'message' && i.channel === 'webchat' && i.direction === 'inbound');
     expect(webchatInbound).toHaveLength(1);
     expect(webchatInbound[0]).toMatchObject({ provider: 'webchat', address: `patient:${patientId}` });
@@ -115,20 +119,20 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
     expect((await post('/chat/api/messages', token, { clientMessageId: 'client-a-0001', body: 'one' })).status).toBe(201);
     const stream = openStream(h.baseUrl, token);
     streams.push(stream);
-    await eventually(() => stream.events.length === 1, { what: 'first event' });
+    await eventually(() => stream.events.length === 1, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'first event' });
 
     // Stop the web server under the client's feet; write while it is down (the relay keeps sending replies).
     const port = Number(new URL(h.baseUrl).port);
     await h.web.stop();
     const { createOutbound } = await import('../db/messages.ts');
     for (const body of ['two', 'three', 'four']) await createOutbound(h.database.db, { patientId, authorId: ada.id, body });
-    await eventually(async () => (await h.database.db.query(`SELECT 1 FROM webchat_stream_items`)).rowCount === 4, { what: 'relay pushed while the page was away' });
+    await eventually(async () => (await h.database.db.query(`SELECT 1 FROM webchat_stream_items`)).rowCount === 4, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'relay pushed while the page was away' });
 
     const web = await startWeb({ db: h.database.db, logger: (await import('pino')).default({ level: 'silent' }), adapters: h.adapters, publicBaseUrl: h.baseUrl, tokenTtlMs: 60_000, host: '127.0.0.1', port, webchat: { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 60_000 } });
     try {
-      await eventually(() => stream.events.length >= 4, { what: 'replayed events', timeoutMs: 15_000 });
+      await eventually(() => stream.events.length >= 4, { what: 'replayed events', timeoutMs: SLOW_MACHINE_WAIT_MS });
       expect((await post('/chat/api/messages', token, { clientMessageId: 'client-a-0002', body: 'five' })).status).toBe(201);
-      await eventually(() => stream.events.length >= 5, { what: 'live event after resume' });
+      await eventually(() => stream.events.length >= 5, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'live event after resume' });
       expect(stream.events.map((e) => [e.seq, e.body])).toEqual([[1, 'one'], [2, 'two'], [3, 'three'], [4, 'four'], [5, 'five']]);
       // It reconnected on its own, saying where it had stopped.
       expect(stream.lastEventIds[0]).toBeUndefined();
@@ -137,7 +141,7 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
       // An explicit resume point: only what came after it.
       const resumed = openStream(h.baseUrl, token, '?after=3');
       streams.push(resumed);
-      await eventually(() => resumed.events.length >= 2, { what: 'resumed stream' });
+      await eventually(() => resumed.events.length >= 2, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'resumed stream' });
       expect(resumed.events.map((e) => e.seq)).toEqual([4, 5]);
     } finally {
       for (const stream of streams.splice(0)) stream.close();
@@ -184,8 +188,8 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
       const token = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 2_500) });
       const stream = openStream(baseUrl, token);
       streams.push(stream);
-      await eventually(() => stream.statuses[0] === 200, { what: 'stream open' });
-      await eventually(() => stream.statuses.includes(403), { what: 'reconnect refused after expiry', timeoutMs: 15_000 });
+      await eventually(() => stream.statuses[0] === 200, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'stream open' });
+      await eventually(() => stream.statuses.includes(403), { what: 'reconnect refused after expiry', timeoutMs: SLOW_MACHINE_WAIT_MS });
       expect(stream.source.readyState).toBe(stream.source.CLOSED);
     } finally {
       for (const stream of streams.splice(0)) stream.close();
@@ -234,7 +238,7 @@ describe.skipIf(!isPostgresAvailable())('web chat fan-out across processes (Post
         LOG_LEVEL: 'fatal',
       },
     });
-    await eventually(async () => (await fetch(`${otherUrl}/api/health`)).ok, { what: 'second process up', timeoutMs: 30_000 });
+    await eventually(async () => (await fetch(`${otherUrl}/api/health`)).ok, { what: 'second process up', timeoutMs: SLOW_MACHINE_WAIT_MS });
 
     const ada = await h.createCoordinator({ name: 'Ada' });
     expect((await h.sendSms('+15550005555', 'hi')).status).toBe(200);
@@ -243,13 +247,13 @@ describe.skipIf(!isPostgresAvailable())('web chat fan-out across processes (Post
 
     const stream = openStream(otherUrl, token);
     streams.push(stream);
-    await eventually(() => stream.statuses[0] === 200, { what: 'stream open on the other process' });
+    await eventually(() => stream.statuses[0] === 200, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'stream open on the other process' });
     // Written through this process (the harness's app and relay); served live by the child.
     expect((await h.api('POST', '/chat/api/messages', { token, body: { clientMessageId: 'cross-0001', body: 'from process A' } })).status).toBe(201);
-    await eventually(() => stream.events.length >= 1, { what: 'inbound fanned out' });
+    await eventually(() => stream.events.length >= 1, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'inbound fanned out' });
     await h.startRelay();
     expect((await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'reply via A' } })).status).toBe(201);
-    await eventually(() => stream.events.length >= 2, { what: 'reply fanned out' });
+    await eventually(() => stream.events.length >= 2, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'reply fanned out' });
     expect(stream.events.map((e) => [e.seq, e.direction, e.body])).toEqual([[1, 'inbound', 'from process A'], [2, 'outbound', 'reply via A']]);
   });
 });

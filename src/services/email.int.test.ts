@@ -1,11 +1,15 @@
 import nodemailer from 'nodemailer';
 import pino from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createPostgresDb } from '../db/db.ts';
 import { backends, isPostgresAvailable, postgresBackend, type TestDatabase } from '../test/databases.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
 import { startTcpProxy } from '../test/tcp-proxy.ts';
 import { startSmtpListener } from './smtp-listener.ts';
+
+// Polling deadlines and test time limits sized for a loaded 2-core CI machine; nothing here asserts speed.
+const SLOW_MACHINE_WAIT_MS = 45_000;
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
 /** A patient's mail client: nodemailer speaking SMTP to our listener. */
 function mailClient(port: number) {
@@ -53,7 +57,7 @@ describe.each(backends())('email over real SMTP on $name', (backend) => {
     const reply = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'Friday at 10 is booked.' } });
     expect(reply.status).toBe(201);
     expect(reply.json).toMatchObject({ channel: 'email', address: 'jane.doe@example.org' });
-    const sent = await eventually(() => h.smtp!.received[0], { what: 'reply at the SMTP sink' });
+    const sent = await eventually(() => h.smtp!.received[0], { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'reply at the SMTP sink' });
     const outboxId = (await h.database.db.query<{ id: string }>(`SELECT id FROM outbox WHERE message_id = $1`, [reply.json.messageId])).rows[0]!.id;
     expect(sent).toMatchObject({
       rcptTo: ['jane.doe@example.org'],
@@ -63,7 +67,7 @@ describe.each(backends())('email over real SMTP on $name', (backend) => {
       messageId: `<outbox-${outboxId}@switchboard.test>`,
     });
     expect(sent.text.trim()).toBe('Friday at 10 is booked.');
-    await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'queued', { what: 'reply recorded as sent' });
+    await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'queued', { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'reply recorded as sent' });
 
     // The patient answers the reply: same patient, threaded under our Message-ID.
     await client.sendMail({ from: 'jane.doe@example.org', to: 'care@switchboard.test', subject: 'Re: Appointment', messageId: '<second-2@example.org>', inReplyTo: sent.messageId, references: [...sent.references, sent.messageId!], text: 'Thanks!\n\nOn Tue, Care Team wrote:\n> Friday at 10 is booked.' });
@@ -85,18 +89,18 @@ describe.each(backends())('email over real SMTP on $name', (backend) => {
     h.smtp!.enqueueFault({ kind: 'reply', code: 421, message: '4.7.0 too busy' });
     await h.startRelay();
     const first = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'first reply' } });
-    await eventually(() => h.smtp!.received.length === 1, { what: 'delivered after two temporary failures' });
+    await eventually(() => h.smtp!.received.length === 1, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'delivered after two temporary failures' });
     expect(h.smtp!.attempts).toBe(3);
-    await eventually(async () => (await messages()).find((m) => m.id === first.json.messageId)?.status === 'queued', { what: 'first recorded' });
+    await eventually(async () => (await messages()).find((m) => m.id === first.json.messageId)?.status === 'queued', { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'first recorded' });
 
     h.smtp!.enqueueFault({ kind: 'reply', code: 550, message: '5.1.1 mailbox unavailable' });
     const second = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'second reply' } });
     const third = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'third reply' } });
-    await eventually(() => h.smtp!.received.length === 2, { what: 'third delivered after the second failed' });
+    await eventually(() => h.smtp!.received.length === 2, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'third delivered after the second failed' });
     const rows = await eventually(async () => {
       const all = await messages();
       return all.find((m) => m.id === third.json.messageId)?.status === 'queued' ? all : null;
-    }, { what: 'third recorded' });
+    }, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'third recorded' });
     expect(rows.find((m) => m.id === second.json.messageId)).toMatchObject({ status: 'failed', error_code: 'smtp_550' });
     expect(h.smtp!.received.map((r) => r.text.trim())).toEqual(['first reply', 'third reply']);
   });
@@ -108,7 +112,7 @@ describe.each(backends())('email over real SMTP on $name', (backend) => {
     h.smtp!.enqueueFault({ kind: 'drop-after-accept' });
     await h.startRelay();
     const reply = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'maybe twice' } });
-    await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'queued', { what: 'recorded after the resend' });
+    await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'queued', { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'recorded after the resend' });
     expect(h.smtp!.received).toHaveLength(2);
     expect(new Set(h.smtp!.received.map((r) => r.messageId)).size).toBe(1);
   });
