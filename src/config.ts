@@ -51,6 +51,17 @@ const EnvSchema = z
       .min(1)
       .max(1600)
       .default(DEFAULT_HELP_REPLY),
+    WEBCHAT_LINK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(72),
+    SMTP_LISTEN_HOST: z.string().default('127.0.0.1'),
+    SMTP_LISTEN_PORT: z.union([z.literal('off'), z.coerce.number().int().min(0).max(65535)]).default(2525),
+    SMTP_HOST: optionalString,
+    SMTP_PORT: z.coerce.number().int().min(1).max(65535).default(587),
+    SMTP_SECURE: z.enum(['true', 'false']).default('false'),
+    SMTP_USER: optionalString,
+    SMTP_PASS: optionalString,
+    SMTP_FROM: optionalString,
+    EMAIL_DEFAULT_SUBJECT: z.string().trim().min(1).max(200).default('A message from your care team'),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -76,6 +87,7 @@ const EnvSchema = z
       }
       if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
     }
+    if (env.SMTP_HOST && !env.SMTP_FROM) ctx.addIssue({ code: 'custom', path: ['SMTP_FROM'], message: 'set SMTP_FROM (our From address) with SMTP_HOST' });
   });
 
 export type Role = 'web' | 'worker';
@@ -134,6 +146,22 @@ export interface Config {
   /** How often the worker looks for due routing fallback timers. */
   routingTimerPollMs: number;
   roles: Role[];
+  /** Web chat links; without a secret web chat is off, except in demo mode, which makes and keeps one. */
+  webchat: { linkSecret?: string; linkTtlMs: number };
+  /** Where inbound email is received over SMTP; null when SMTP_LISTEN_PORT=off. */
+  smtpListen: { host: string; port: number } | null;
+  /** Outbound email; unset outside demo mode means no email replies. */
+  email?: SmtpSendConfig;
+}
+
+export interface SmtpSendConfig {
+  host: string;
+  port: number;
+  secure: boolean;
+  user?: string;
+  pass?: string;
+  from: string;
+  defaultSubject: string;
 }
 
 export class ConfigError extends Error {
@@ -201,6 +229,11 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
+    webchat: { linkSecret: e.WEBCHAT_LINK_SECRET, linkTtlMs: e.WEBCHAT_LINK_TTL_HOURS * 3_600_000 },
+    smtpListen: e.SMTP_LISTEN_PORT === 'off' ? null : { host: e.SMTP_LISTEN_HOST, port: e.SMTP_LISTEN_PORT },
+    email: e.SMTP_HOST
+      ? { host: e.SMTP_HOST, port: e.SMTP_PORT, secure: e.SMTP_SECURE === 'true', user: e.SMTP_USER, pass: e.SMTP_PASS, from: e.SMTP_FROM!, defaultSubject: e.EMAIL_DEFAULT_SUBJECT }
+      : undefined,
   };
 }
 

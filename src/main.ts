@@ -2,8 +2,9 @@ import pino from 'pino';
 import { buildAdapters } from './channels/index.ts';
 import { ConfigError, parseConfig, type TwilioConfig } from './config.ts';
 import { openDatabase } from './db/open.ts';
-import { DEMO_LOGINS, seedDemo, startDemoMeta, startDemoProviders } from './demo.ts';
+import { DEMO_LOGINS, loadOrCreateWebchatSecret, seedDemo, startDemoEmail, startDemoMeta, startDemoProviders } from './demo.ts';
 import type { ReplyRules } from './core/reply-channel.ts';
+import { startSmtpListener } from './services/smtp-listener.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
 
@@ -31,14 +32,35 @@ async function main(): Promise<void> {
     stops.push(() => demoMeta!.fakeMeta.close());
     meta = demoMeta.meta;
   }
-  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}) });
+  const webchatSecret = config.webchat.linkSecret ?? (config.demo ? await loadOrCreateWebchatSecret(config.dataDir) : undefined);
+  let email = config.email;
+  if (!email && config.demo) {
+    const demoEmail = await startDemoEmail();
+    stops.push(() => demoEmail.fakeSmtp.close());
+    email = demoEmail.email;
+  }
+  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}), db, webchat: true, email });
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry });
+    const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat });
     stops.push(() => web.stop());
     webUrl = web.url;
+  }
+  let smtpListen: { host: string; port: number } | undefined;
+  if (config.roles.includes('web') && config.smtpListen) {
+    const listen = (port: number) => startSmtpListener({ db, logger, host: config.smtpListen!.host, port });
+    // Several demos (or test runs) on one machine would fight over the default port; a demo takes any free one
+    // (demo.json tells `npm run simulate` which). Outside demo mode a taken port is a configuration error.
+    const listener = await listen(config.smtpListen.port).catch((error: { code?: string }) => {
+      if (!config.demo || error.code !== 'EADDRINUSE') throw error;
+      logger.warn({ port: config.smtpListen!.port }, 'SMTP port in use; the demo listens on a free port instead');
+      return listen(0);
+    });
+    stops.push(() => listener.stop());
+    smtpListen = { host: config.smtpListen.host, port: listener.port };
   }
   if (config.roles.includes('worker')) {
     const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules });
@@ -58,13 +80,17 @@ async function main(): Promise<void> {
 
   const lines = [`Switchboard is running (roles: ${config.roles.join(', ')}; storage: ${config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/pglite`})`];
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
+  if (smtpListen) lines.push(`  Inbound email:  SMTP on ${smtpListen.host}:${smtpListen.port}`);
+  if (webUrl && !webchatSecret) lines.push('  Web chat:       off (set WEBCHAT_LINK_SECRET)');
   if (demo && webUrl) {
-    const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}) });
+    const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}), smtpListen });
     lines.push(
       `  Demo mode: no TWILIO_* credentials, so a local fake Twilio stands in: ${info.fakeTwilioUrl}${seeded ? ' (demo data created)' : ''}`,
       `  Demo logins (POST /api/auth/login):`,
       ...DEMO_LOGINS.map((login) => `    ${login.role.padEnd(11)} ${login.email}  ${login.password}`),
       `  Send a patient SMS:  npm run simulate -- sms --from +15551234567 "I need a refill"`,
+      `  Send a patient email: npm run simulate -- email --from pat@example.org "Can I move my appointment?"`,
+      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a signed link)`,
     );
     if (info.fakeMetaUrl) {
       lines.push(

@@ -4,7 +4,10 @@ import { createTwilioSms } from './twilio-sms.ts';
 import { createMessenger } from './meta-messenger.ts';
 import { createWhatsApp } from './whatsapp.ts';
 import { createTelnyxSms } from './telnyx-sms.ts';
-import type { MetaConfig, SmsProvider, TelnyxConfig, TwilioConfig } from '../config.ts';
+import type { MetaConfig, SmsProvider, SmtpSendConfig, TelnyxConfig, TwilioConfig } from '../config.ts';
+import type { Db } from '../db/db.ts';
+import { createWebchatChannel } from './webchat.ts';
+import { createEmailChannel } from './email.ts';
 
 export interface AdapterSettings {
   publicBaseUrl: string;
@@ -16,6 +19,11 @@ export interface AdapterSettings {
   meta?: MetaConfig;
   /** The clock Meta's messaging windows are measured with; injectable so tests can let a window close. */
   now?: () => Date;
+  /** Web chat's and email's adapters read the outbox row they send (their provider is, or threads through, our database). */
+  db?: Db;
+  /** The web chat adapter needs no secret (only the page's routes do), so a worker-only process builds it too. */
+  webchat?: boolean;
+  email?: SmtpSendConfig;
 }
 
 /** Builds only the adapters the configuration names, one per channel. */
@@ -58,5 +66,7 @@ export function buildAdapters(settings: AdapterSettings): Map<Channel, ChannelAd
       }),
     );
   }
+  if (settings.db && settings.webchat) adapters.set('webchat', createWebchatChannel({ db: settings.db }));
+  if (settings.db && settings.email) adapters.set('email', createEmailChannel({ ...settings.email, timeoutMs: settings.sendTimeoutMs }, { db: settings.db }));
   return adapters;
 }

@@ -1,10 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CHANNEL_USAGE, simulateEmail, simulateWebchat } from './simulate-channels.ts';
 
 const USAGE = `usage: npm run simulate -- sms --from +15551234567 "message text"
        npm run simulate -- messenger --from 24816030402948 "message text"    (--from is the Page-scoped id)
        npm run simulate -- whatsapp --from +15551234567 "message text"
+${CHANNEL_USAGE}
 
 Sends a signed inbound message through the running demo's fakes (found via DATA_DIR/demo.json).`;
 
@@ -36,6 +38,8 @@ function request(kind: string, demo: DemoFile, from: string, body: string): { ur
 
 async function run(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
+  if (kind === 'email') return simulateEmail(rest);
+  if (kind === 'webchat') return simulateWebchat(rest);
   const { values, positionals } = parseArgs({ args: rest, options: { from: { type: 'string' } }, allowPositionals: true, strict: true });
   const body = positionals.join(' ');
   if (!kind || !['sms', 'messenger', 'whatsapp'].includes(kind) || !values.from || !body) {

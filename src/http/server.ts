@@ -14,6 +14,7 @@ import { registerConsentRoutes } from './consent-api.ts';
 import type { ReplyRules } from '../core/reply-channel.ts';
 import { registerIdentityRoutes } from './identity-api.ts';
 import { registerTelnyxWebhookRoutes } from './telnyx-webhooks.ts';
+import { registerWebchatRoutes, type WebchatSettings } from './webchat-api.ts';
 
 export interface AppDeps {
   db: Db;
@@ -30,6 +31,8 @@ export interface AppDeps {
   helpReply?: string;
   /** ISO country for reading national phone numbers when linking identities (DEFAULT_PHONE_COUNTRY); default US. */
   defaultPhoneCountry?: CountryCode;
+  /** Web chat (page, link API, stream); absent means web chat is off. */
+  webchat?: WebchatSettings;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -71,6 +74,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerConsentRoutes(app, deps);
   await registerIdentityRoutes(app, deps);
   await registerTelnyxWebhookRoutes(app, deps);
+  await registerWebchatRoutes(app, deps);
   return app;
 }
 
