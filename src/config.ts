@@ -25,6 +25,19 @@ const EnvSchema = z
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+    // Calls and recordings (docs/ARCHITECTURE.md "Calls and transcription"); TRANSCRIBER* is read by src/transcription/config.ts.
+    TWILIO_VOICE_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    MEDIA_DIR: optionalString,
+    RECORDING_FORMAT: z.enum(['wav', 'mp3']).default('wav'),
+    RECORDING_MAX_BYTES: z.coerce.number().int().min(1024).default(200 * 1024 * 1024),
+    RECORDING_DOWNLOAD_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    TRANSCRIPTION_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(3),
+    MEDIA_JOB_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+    MEDIA_JOB_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
+    VOICE_DIAL_TIMEOUT_SECONDS: z.coerce.number().int().min(5).max(600).default(20),
+    VOICEMAIL_MAX_SECONDS: z.coerce.number().int().min(5).max(3600).default(180),
+    VOICE_RECORDING_NOTICE: optionalString,
+    VOICEMAIL_GREETING: optionalString,
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -62,6 +75,23 @@ export interface Config {
   outboxPollMs: number;
   tokenTtlMs: number;
   roles: Role[];
+  calls: CallsConfig;
+}
+
+export interface CallsConfig {
+  /** Caller ID for click-to-call: TWILIO_VOICE_NUMBER, else TWILIO_FROM_NUMBER. */
+  voiceNumber?: string;
+  mediaDir: string;
+  recordingFormat: 'wav' | 'mp3';
+  recordingMaxBytes: number;
+  downloadMaxAttempts: number;
+  transcribeMaxAttempts: number;
+  jobConcurrency: number;
+  jobLeaseMs: number;
+  dialTimeoutSec: number;
+  voicemailMaxSec: number;
+  recordingNotice?: string;
+  voicemailGreeting?: string;
 }
 
 export class ConfigError extends Error {
@@ -104,6 +134,20 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
     roles,
+    calls: {
+      voiceNumber: e.TWILIO_VOICE_NUMBER ?? e.TWILIO_FROM_NUMBER,
+      mediaDir: resolve(e.MEDIA_DIR ?? `${e.DATA_DIR}/media`),
+      recordingFormat: e.RECORDING_FORMAT,
+      recordingMaxBytes: e.RECORDING_MAX_BYTES,
+      downloadMaxAttempts: e.RECORDING_DOWNLOAD_ATTEMPTS,
+      transcribeMaxAttempts: e.TRANSCRIPTION_ATTEMPTS,
+      jobConcurrency: e.MEDIA_JOB_CONCURRENCY,
+      jobLeaseMs: e.MEDIA_JOB_LEASE_MS,
+      dialTimeoutSec: e.VOICE_DIAL_TIMEOUT_SECONDS,
+      voicemailMaxSec: e.VOICEMAIL_MAX_SECONDS,
+      recordingNotice: e.VOICE_RECORDING_NOTICE,
+      voicemailGreeting: e.VOICEMAIL_GREETING,
+    },
   };
 }
 

@@ -3,6 +3,7 @@ import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { pickCoordinatorForNewPatient } from './coordinators.ts';
+import { readCallItems, type CallTimelineItem } from './calls.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'event'): Promise<number> {
@@ -69,7 +70,8 @@ async function findInbound(db: Queryable, event: InboundMessage): Promise<Inboun
   return row ? { duplicate: true, patientId: row.patient_id, messageId: row.id, isNewPatient: false } : null;
 }
 
-async function findOrCreateIdentity(
+/** The patient behind (channel, address), created (provisionally, race-safe) when there is none. Also used by calls. */
+export async function findOrCreateIdentity(
   tx: Queryable,
   channel: Channel,
   address: string,
@@ -89,7 +91,7 @@ async function findOrCreateIdentity(
   return { patientId: winner.rows[0]!.patient_id, identityId: winner.rows[0]!.id, isNewPatient: false };
 }
 
-async function assignNewPatient(tx: Queryable, patientId: string): Promise<void> {
+export async function assignNewPatient(tx: Queryable, patientId: string): Promise<void> {
   const coordinatorId = await pickCoordinatorForNewPatient(tx);
   if (!coordinatorId) return;
   await tx.query(`INSERT INTO assignments (patient_id, coordinator_id) VALUES ($1, $2)`, [patientId, coordinatorId]);
@@ -203,12 +205,13 @@ export type TimelineItem =
       toCoordinatorId: string | null;
       note: string | null;
       detail: unknown;
-    };
+    }
+  | CallTimelineItem;
 
 /** One page of the patient's log, oldest first, ending before `beforeSeq` (the newest page when omitted). */
 export async function readTimeline(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<TimelineItem[]> {
   const params = [args.patientId, args.beforeSeq ?? null, args.limit];
-  const [messages, events] = await Promise.all([
+  const [messages, events, calls] = await Promise.all([
     db.query<Record<string, any>>(
       `SELECT * FROM messages WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
@@ -217,8 +220,10 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
       `SELECT * FROM patient_events WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
     ),
+    readCallItems(db, args),
   ]);
   const items: TimelineItem[] = [
+    ...calls,
     ...messages.rows.map(
       (m): TimelineItem => ({
         type: 'message',

@@ -7,6 +7,9 @@ import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerVoiceWebhookRoutes } from './voice-webhooks.ts';
+import { registerCallsApiRoutes } from './calls-api.ts';
+import type { CallSettings } from '../calls/settings.ts';
 
 export interface AppDeps {
   db: Db;
@@ -17,6 +20,8 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
+  calls?: CallSettings;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -53,6 +58,8 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerVoiceWebhookRoutes(app, deps);
+  await registerCallsApiRoutes(app, deps);
   return app;
 }
 

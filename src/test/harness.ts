@@ -9,6 +9,7 @@ import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
+import { buildCallSettings, createMediaStorage, DEFAULT_CALLS_CONFIG } from '../calls/index.ts';
 
 export const TEST_TWILIO = {
   accountSid: 'AC' + 'a'.repeat(32),
@@ -45,14 +46,17 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions> } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; calls?: { mediaDir: string } } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+  const calls = options.calls
+    ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir: options.calls.mediaDir, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: createMediaStorage(options.calls), timeoutMs: 2_000 })
+    : undefined;
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, calls });
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
 
