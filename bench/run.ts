@@ -20,6 +20,7 @@ import { startOutboxRelay } from '../src/outbox/relay.ts';
 import { startWeb } from '../src/services/web.ts';
 import { startFakeTwilio, signTwilioRequest, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
+import { runTranscriptionBench } from './transcription.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const CONCURRENCY = 16;
@@ -287,6 +288,7 @@ async function main(): Promise<void> {
     }
     console.log('');
   }
+  if (process.env.BENCH_TRANSCRIPTION !== '0') await runTranscriptionBench();
 }
 
 await main();

@@ -5,6 +5,8 @@ import { openDatabase } from './db/open.ts';
 import { DEMO_LOGINS, seedDemo, startDemoProviders } from './demo.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
+import { buildCallSettings, createMediaStorage, startCallsWorker } from './calls/index.ts';
+import { createTranscriber, parseTranscriptionConfig } from './transcription/config.ts';
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
@@ -25,16 +27,25 @@ async function main(): Promise<void> {
     twilio = demo.twilio;
   }
   const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio });
+  const mediaStorage = createMediaStorage(config.calls);
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port });
+    const calls = buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, calls });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
   if (config.roles.includes('worker')) {
     const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs });
     stops.push(() => worker.stop());
+    const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
+    const callsWorker = await startCallsWorker({ db, logger, config: config.calls, twilio, storage: mediaStorage, transcriber });
+    stops.push(() => callsWorker.stop());
+    // Builds the boosted language model once (about 8 s) in the background, so the first call does not wait for it.
+    if ('prepare' in transcriber && typeof transcriber.prepare === 'function') {
+      void (transcriber.prepare as () => Promise<void>)().catch((error: unknown) => logger.error({ err: error }, 'transcriber is not ready; recordings will wait and retry'));
+    }
   }
 
   let stopping = false;
