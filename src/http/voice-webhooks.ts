@@ -178,12 +178,14 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
       request.log.warn({ recordingSid }, 'recording for a call we do not know; ignored');
       return reply.status(200).send();
     }
+    const providerStatus = single(params.RecordingStatus) ?? 'completed';
+    if (providerStatus === 'in-progress') return reply.status(200).send();
     const source = single(params.RecordingSource);
     const kind: RecordingKind = query.kind ?? (source === 'RecordVerb' ? 'voicemail' : 'conversation');
     const result = await recordRecording(db, {
       call,
       recordingSid,
-      providerStatus: single(params.RecordingStatus) ?? 'completed',
+      providerStatus,
       sourceUrl: single(params.RecordingUrl) ?? null,
       kind,
       durationSec: optionalInt(single(params.RecordingDuration)),
