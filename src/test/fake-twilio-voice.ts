@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
 
 /**
  * Twilio Voice for the loopback fake (src/test/fake-twilio.ts): Calls.create, recording media behind Basic auth
@@ -125,6 +126,8 @@ export function createFakeTwilioVoice(internals: VoiceInternals): {
   voice: FakeTwilioVoice;
   /** Handles a REST request if it is a voice one; false lets the messaging routes try. */
   handle(req: IncomingMessage, res: ServerResponse, url: URL, raw: string): Promise<boolean>;
+  /** Control API for a fake in another process: POST /_fake/voice/play-inbound {voiceUrl, from, to, recordingPath?, dial?, statusCallbackUrl?}. */
+  control(route: string, body: unknown): Promise<{ status: number; json: unknown } | undefined>;
 } {
   const { accountSid } = internals;
   const calls: CreatedCall[] = [];
@@ -346,8 +349,29 @@ export function createFakeTwilioVoice(internals: VoiceInternals): {
     });
   }
 
+  const playInboundSchema = z.strictObject({
+    voiceUrl: z.url(),
+    from: z.string().regex(E164),
+    to: z.string().regex(E164),
+    recordingPath: z.string().min(1).optional(),
+    dial: z.enum(['answer', 'no-answer', 'busy', 'failed']).optional(),
+    statusCallbackUrl: z.url().optional(),
+    recordingDurationSec: z.number().int().min(1).max(3600).optional(),
+  });
+
   return {
     voice,
+    async control(route, body) {
+      if (route !== 'POST /_fake/voice/play-inbound') return undefined;
+      const parsed = playInboundSchema.safeParse(body);
+      if (!parsed.success) return { status: 400, json: { error: z.prettifyError(parsed.error) } };
+      try {
+        const played = await voice.playInboundCall(parsed.data);
+        return { status: 200, json: played };
+      } catch (error) {
+        return { status: 502, json: { error: `playing the call failed: ${error instanceof Error ? error.message : String(error)}` } };
+      }
+    },
     async handle(req, res, url, raw) {
       const media = /^\/2010-04-01\/Accounts\/([^/]+)\/Recordings\/(RE[0-9a-f]{32})(\.wav|\.mp3)?$/.exec(url.pathname);
       if (media && req.method === 'GET') {

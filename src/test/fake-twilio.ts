@@ -731,6 +731,8 @@ export async function startFakeTwilio(options: FakeTwilioOptions): Promise<FakeT
       return reply(400, { error: 'body is not JSON' });
     }
     const route = `${req.method} ${url.pathname}`;
+    const voiceControl = await voiceApi.control(route, body);
+    if (voiceControl) return reply(voiceControl.status, voiceControl.json);
     try {
       switch (route) {
         case 'GET /_fake/received':
