@@ -38,6 +38,20 @@ const EnvSchema = z
     VOICEMAIL_MAX_SECONDS: z.coerce.number().int().min(5).max(3600).default(180),
     VOICE_RECORDING_NOTICE: optionalString,
     VOICEMAIL_GREETING: optionalString,
+    VISIT_LINK_TTL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(30),
+    VISIT_ICE_SERVERS: optionalString.pipe(
+      z
+        .string()
+        .transform((text, ctx) => {
+          try {
+            const value: unknown = JSON.parse(text);
+            if (Array.isArray(value)) return value as unknown[];
+          } catch {}
+          ctx.addIssue({ code: 'custom', message: 'must be a JSON array of RTCIceServer, e.g. [{"urls":"stun:stun.example.org"}]' });
+          return z.NEVER;
+        })
+        .optional(),
+    ),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -92,6 +106,9 @@ export interface CallsConfig {
   voicemailMaxSec: number;
   recordingNotice?: string;
   voicemailGreeting?: string;
+  visitLinkTtlMinutes?: number;
+  /** RTCIceServer[] for video visits (STUN/TURN), from VISIT_ICE_SERVERS as JSON. */
+  visitIceServers?: unknown[];
 }
 
 export class ConfigError extends Error {
@@ -147,6 +164,8 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       voicemailMaxSec: e.VOICEMAIL_MAX_SECONDS,
       recordingNotice: e.VOICE_RECORDING_NOTICE,
       voicemailGreeting: e.VOICEMAIL_GREETING,
+      visitLinkTtlMinutes: e.VISIT_LINK_TTL_MINUTES,
+      visitIceServers: e.VISIT_ICE_SERVERS,
     },
   };
 }

@@ -41,6 +41,13 @@ export function buildCallSettings(args: { config: CallsConfig; twilio: TwilioCon
     dialTimeoutSec: config.dialTimeoutSec,
     voicemailMaxSec: config.voicemailMaxSec,
     downloadMaxAttempts: config.downloadMaxAttempts,
+    visits: {
+      linkTtlMs: (config.visitLinkTtlMinutes ?? 30) * 60_000,
+      iceServers: config.visitIceServers ?? [],
+      maxChunkBytes: 8 * 1024 * 1024,
+      maxRecordingBytes: config.recordingMaxBytes,
+      transcribeMaxAttempts: config.transcribeMaxAttempts,
+    },
   };
 }
 

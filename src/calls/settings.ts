@@ -18,6 +18,15 @@ export interface CallSettings {
   voicemailMaxSec: number;
   /** Attempts for the durable download job queued by a recording callback. */
   downloadMaxAttempts: number;
+  visits: {
+    /** How long a patient's join link works. */
+    linkTtlMs: number;
+    /** RTCPeerConnection iceServers (STUN/TURN) handed to both pages; loopback needs none. */
+    iceServers: unknown[];
+    maxChunkBytes: number;
+    maxRecordingBytes: number;
+    transcribeMaxAttempts: number;
+  };
 }
 
 export const DEFAULT_RECORDING_NOTICE = 'This call is recorded and transcribed for your care record.';

@@ -15,7 +15,7 @@ export const MEDIA_JOBS_CHANNEL = 'switchboard_media_jobs';
 export const PHONE_IDENTITY_CHANNEL = 'sms';
 
 export type CallRoute = 'dial' | 'voicemail';
-export type RecordingKind = 'conversation' | 'voicemail';
+export type RecordingKind = 'conversation' | 'voicemail' | 'visit';
 
 export interface CallRow {
   id: string;
@@ -392,18 +392,48 @@ export interface CallTimelineItem {
   recordings: RecordingItem[];
 }
 
-/** The patient's calls on one timeline page (same paging rule as messages and events), with recordings and transcripts. */
-export async function readCallItems(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<CallTimelineItem[]> {
-  const calls = await db.query<Record<string, any>>(
-    `SELECT * FROM calls WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
-    [args.patientId, args.beforeSeq ?? null, args.limit],
-  );
-  if (calls.rows.length === 0) return [];
+export interface VisitTimelineItem {
+  type: 'visit';
+  seq: number;
+  id: string;
+  at: Date;
+  status: string;
+  coordinatorId: string;
+  consent: { coordinatorAt: Date | null; patientAt: Date | null };
+  startedAt: Date | null;
+  endedAt: Date | null;
+  durationSec: number | null;
+  recordings: RecordingItem[];
+}
+
+/** The patient's calls and video visits on one timeline page (same paging rule as messages and events), with recordings and transcripts. */
+export async function readCallItems(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<Array<CallTimelineItem | VisitTimelineItem>> {
+  const params = [args.patientId, args.beforeSeq ?? null, args.limit];
+  const [calls, visits] = await Promise.all([
+    db.query<Record<string, any>>(`SELECT * FROM calls WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`, params),
+    db.query<Record<string, any>>(`SELECT * FROM visits WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`, params),
+  ]);
+  if (calls.rows.length === 0 && visits.rows.length === 0) return [];
   const recordings = await db.query<Record<string, any>>(
-    `SELECT * FROM call_recordings WHERE call_id = ANY($1::uuid[]) ORDER BY created_at, id`,
-    [calls.rows.map((row) => row.id)],
+    `SELECT * FROM call_recordings WHERE call_id = ANY($1::uuid[]) OR visit_id = ANY($2::uuid[]) ORDER BY created_at, id`,
+    [calls.rows.map((row) => row.id), visits.rows.map((row) => row.id)],
   );
-  return calls.rows.map((c) => ({
+  const visitItems = visits.rows.map(
+    (v): VisitTimelineItem => ({
+      type: 'visit',
+      seq: v.seq,
+      id: v.id,
+      at: v.created_at,
+      status: v.status,
+      coordinatorId: v.coordinator_id,
+      consent: { coordinatorAt: v.coordinator_consent_at, patientAt: v.patient_consent_at },
+      startedAt: v.started_at,
+      endedAt: v.ended_at,
+      durationSec: v.started_at && v.ended_at ? Math.round((v.ended_at.getTime() - v.started_at.getTime()) / 1000) : null,
+      recordings: recordings.rows.filter((r) => r.visit_id === v.id).map(toRecordingItem),
+    }),
+  );
+  const callItems = calls.rows.map((c): CallTimelineItem => ({
     type: 'call',
     seq: c.seq,
     id: c.id,
@@ -418,6 +448,7 @@ export async function readCallItems(db: Queryable, args: { patientId: string; be
     participants: { patient: c.patient_address, ourNumber: c.our_address, coordinatorId: c.coordinator_id, coordinatorPhone: c.coordinator_phone },
     recordings: recordings.rows.filter((r) => r.call_id === c.id).map(toRecordingItem),
   }));
+  return [...callItems, ...visitItems];
 }
 
 function toRecordingItem(r: Record<string, any>): RecordingItem {
@@ -480,10 +511,10 @@ export async function searchPatientContent(db: Queryable, args: { q: string; coo
               ts_rank(to_tsvector('english', m.body), q.query) AS rank
        FROM messages m, q WHERE m.patient_id IN (SELECT id FROM visible) AND to_tsvector('english', m.body) @@ q.query
        UNION ALL
-       SELECT 'transcript', r.patient_id, c.seq, r.id, c.id, c.started_at,
+       SELECT 'transcript', r.patient_id, COALESCE(c.seq, v.seq), r.id, r.call_id, COALESCE(c.started_at, v.created_at),
               ts_headline('english', r.transcript_text, q.query, 'StartSel=«, StopSel=», MaxFragments=2'),
               ts_rank(r.transcript_search, q.query)
-       FROM call_recordings r JOIN calls c ON c.id = r.call_id, q
+       FROM call_recordings r LEFT JOIN calls c ON c.id = r.call_id LEFT JOIN visits v ON v.id = r.visit_id, q
        WHERE r.patient_id IN (SELECT id FROM visible) AND r.transcript_search @@ q.query
      ) hits
      ORDER BY rank DESC, at DESC

@@ -3,7 +3,7 @@ import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { pickCoordinatorForNewPatient } from './coordinators.ts';
-import { readCallItems, type CallTimelineItem } from './calls.ts';
+import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './calls.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'event'): Promise<number> {
@@ -206,7 +206,8 @@ export type TimelineItem =
       note: string | null;
       detail: unknown;
     }
-  | CallTimelineItem;
+  | CallTimelineItem
+  | VisitTimelineItem;
 
 /** One page of the patient's log, oldest first, ending before `beforeSeq` (the newest page when omitted). */
 export async function readTimeline(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<TimelineItem[]> {

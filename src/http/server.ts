@@ -9,6 +9,7 @@ import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
 import { registerVoiceWebhookRoutes } from './voice-webhooks.ts';
 import { registerCallsApiRoutes } from './calls-api.ts';
+import { registerVisitRoutes } from './visits.ts';
 import type { CallSettings } from '../calls/settings.ts';
 
 export interface AppDeps {
@@ -60,6 +61,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerApiRoutes(app, deps);
   await registerVoiceWebhookRoutes(app, deps);
   await registerCallsApiRoutes(app, deps);
+  await registerVisitRoutes(app, deps);
   return app;
 }
 

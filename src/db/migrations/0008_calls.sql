@@ -28,14 +28,45 @@ CREATE TABLE calls (
 );
 CREATE UNIQUE INDEX calls_provider_sid ON calls (provider, provider_call_sid) WHERE provider_call_sid IS NOT NULL;
 
+-- Video visits: a coordinator's browser and the patient's page, joined by an expiring link; recorded only with
+-- both sides' consent, which is logged here (and in audit_log).
+CREATE TABLE visits (
+  id                       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  patient_id               uuid NOT NULL REFERENCES patients (id),
+  seq                      integer NOT NULL,
+  coordinator_id           uuid NOT NULL REFERENCES coordinators (id),
+  -- SHA-256 of the join token sent to the patient; the token itself is only in the link.
+  join_token_hash          text NOT NULL UNIQUE,
+  expires_at               timestamptz NOT NULL,
+  invite_message_id        uuid REFERENCES messages (id),
+  status                   text NOT NULL DEFAULT 'invited' CHECK (status IN ('invited', 'active', 'ended')),
+  coordinator_consent_at   timestamptz,
+  patient_consent_at       timestamptz,
+  started_at               timestamptz,
+  ended_at                 timestamptz,
+  created_at               timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (patient_id, seq)
+);
+
+-- Chunks of a visit recording as the coordinator's browser uploads them; a re-sent chunk replaces itself.
+CREATE TABLE visit_chunks (
+  visit_id     uuid NOT NULL REFERENCES visits (id),
+  chunk_index  integer NOT NULL CHECK (chunk_index >= 0),
+  size_bytes   integer NOT NULL,
+  received_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (visit_id, chunk_index)
+);
+
 CREATE TABLE call_recordings (
   id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  call_id                uuid NOT NULL REFERENCES calls (id),
+  -- A phone call's recording, or a video visit's.
+  call_id                uuid REFERENCES calls (id),
+  visit_id               uuid REFERENCES visits (id),
   patient_id             uuid NOT NULL REFERENCES patients (id),
   provider               text NOT NULL DEFAULT 'twilio',
   provider_recording_sid text NOT NULL,
-  -- 'conversation' (a recorded <Dial>) or 'voicemail' (a <Record>).
-  kind                   text NOT NULL CHECK (kind IN ('conversation', 'voicemail')),
+  -- 'conversation' (a recorded <Dial>), 'voicemail' (a <Record>) or 'visit' (a video visit).
+  kind                   text NOT NULL CHECK (kind IN ('conversation', 'voicemail', 'visit')),
   source_url             text,
   channels               integer,
   duration_sec           integer,
@@ -53,9 +84,11 @@ CREATE TABLE call_recordings (
   transcript_search      tsvector,
   created_at             timestamptz NOT NULL DEFAULT now(),
   updated_at             timestamptz NOT NULL DEFAULT now(),
-  UNIQUE (provider, provider_recording_sid)
+  UNIQUE (provider, provider_recording_sid),
+  CHECK (call_id IS NOT NULL OR visit_id IS NOT NULL)
 );
 CREATE INDEX call_recordings_call ON call_recordings (call_id);
+CREATE UNIQUE INDEX call_recordings_visit ON call_recordings (visit_id) WHERE visit_id IS NOT NULL;
 CREATE INDEX call_recordings_patient ON call_recordings (patient_id);
 CREATE INDEX call_recordings_search ON call_recordings USING gin (transcript_search);
 
