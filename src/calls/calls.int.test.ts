@@ -34,7 +34,8 @@ afterAll(async () => {
   if (audioDir) await rm(audioDir, { recursive: true, force: true });
 });
 
-describe.each(backends())('phone calls, recordings and transcripts on $name', (backend) => {
+// Generous limits: each test decodes audio, which competes for the 2 cores with everything else running.
+describe.each(backends())('phone calls, recordings and transcripts on $name', { timeout: 180_000 }, (backend) => {
   let h: Harness;
   let mediaDir: string;
   let workers: MediaJobWorker[];
@@ -89,7 +90,7 @@ describe.each(backends())('phone calls, recordings and transcripts on $name', (b
         const recording = (await callItems(patientId))[0]?.recordings[0];
         return recording?.status === status ? recording : undefined;
       },
-      { timeoutMs: 45_000, what: `recording ${status}` },
+      { timeoutMs: 120_000, what: `recording ${status}` },
     );
   }
 
@@ -214,7 +215,7 @@ describe.each(backends())('phone calls, recordings and transcripts on $name', (b
     const calls = await eventually(async () => {
       const items = await callItems(patientId);
       return items.length === 2 && items[1].recordings[0]?.status === 'transcribed' ? items : undefined;
-    }, { timeoutMs: 45_000, what: 'second voicemail transcribed' });
+    }, { timeoutMs: 120_000, what: 'second voicemail transcribed' });
     expect(calls[1]).toMatchObject({ route: 'voicemail', dialStatus: 'no-answer', routeReason: 'the coordinator did not answer (no-answer)' });
     expect(calls[1].recordings[0].kind).toBe('voicemail');
   });

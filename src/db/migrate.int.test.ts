@@ -8,7 +8,8 @@ describe.each(backends())('migrations on $name', (backend) => {
     try {
       const results = await Promise.all([migrate(db), migrate(db), migrate(db)]);
       const appliedCounts = results.map((applied) => applied.length);
-      expect(appliedCounts.filter((n) => n > 0)).toHaveLength(1);
+      // Runners take turns per file, so more than one may apply some of them; what must hold is that no file is applied twice.
+      expect(appliedCounts.reduce((sum, n) => sum + n, 0)).toBe(new Set(results.flat()).size);
       const versions = await db.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version');
       expect(versions.rows.map((r) => r.version)).toEqual(results.flat().sort());
       expect(await migrate(db)).toEqual([]);

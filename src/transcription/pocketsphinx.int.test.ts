@@ -40,14 +40,18 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** pocketsphinx children decoding one of our work files (their command lines name the switchboard-stt- temp dir). */
+/**
+ * pocketsphinx children of this test process decoding one of our work files (their command lines name the
+ * switchboard-stt- temp dir). Only our own children: other suites (calls, visits) transcribe in parallel.
+ */
 function engineProcesses(): number[] {
   return readdirSync('/proc')
     .filter((entry) => /^\d+$/.test(entry))
     .filter((pid) => {
       try {
         const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        return argv[0]?.endsWith('pocketsphinx_continuous') && argv.some((arg) => arg.includes('switchboard-stt-'));
+        const parent = /^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+        return argv[0]?.endsWith('pocketsphinx_continuous') && argv.some((arg) => arg.includes('switchboard-stt-')) && Number(parent) === process.pid;
       } catch {
         return false; // exited while we looked
       }
