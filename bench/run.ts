@@ -24,6 +24,7 @@ import { startWeb } from '../src/services/web.ts';
 import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
 import { benchRouting, printRoutingBench } from './routing.ts';
+import { runTranscriptionBench } from './transcription.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const CONCURRENCY = 16;
@@ -284,6 +285,7 @@ async function main(): Promise<void> {
     console.log('');
   }
   printRoutingBench(benchRouting());
+  if (process.env.BENCH_TRANSCRIPTION !== '0') await runTranscriptionBench();
 }
 
 await main();

@@ -62,6 +62,33 @@ const EnvSchema = z
     SMTP_PASS: optionalString,
     SMTP_FROM: optionalString,
     EMAIL_DEFAULT_SUBJECT: z.string().trim().min(1).max(200).default('A message from your care team'),
+    // Calls and recordings (docs/ARCHITECTURE.md "Calls and transcription"); TRANSCRIBER* is read by src/transcription/config.ts.
+    TWILIO_VOICE_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    MEDIA_DIR: optionalString,
+    RECORDING_FORMAT: z.enum(['wav', 'mp3']).default('wav'),
+    RECORDING_MAX_BYTES: z.coerce.number().int().min(1024).default(200 * 1024 * 1024),
+    RECORDING_DOWNLOAD_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    TRANSCRIPTION_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(3),
+    MEDIA_JOB_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+    MEDIA_JOB_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
+    VOICE_DIAL_TIMEOUT_SECONDS: z.coerce.number().int().min(5).max(600).default(20),
+    VOICEMAIL_MAX_SECONDS: z.coerce.number().int().min(5).max(3600).default(180),
+    VOICE_RECORDING_NOTICE: optionalString,
+    VOICEMAIL_GREETING: optionalString,
+    VISIT_LINK_TTL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(30),
+    VISIT_ICE_SERVERS: optionalString.pipe(
+      z
+        .string()
+        .transform((text, ctx) => {
+          try {
+            const value: unknown = JSON.parse(text);
+            if (Array.isArray(value)) return value as unknown[];
+          } catch {}
+          ctx.addIssue({ code: 'custom', message: 'must be a JSON array of RTCIceServer, e.g. [{"urls":"stun:stun.example.org"}]' });
+          return z.NEVER;
+        })
+        .optional(),
+    ),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -152,6 +179,7 @@ export interface Config {
   smtpListen: { host: string; port: number } | null;
   /** Outbound email; unset outside demo mode means no email replies. */
   email?: SmtpSendConfig;
+  calls: CallsConfig;
 }
 
 export interface SmtpSendConfig {
@@ -162,6 +190,25 @@ export interface SmtpSendConfig {
   pass?: string;
   from: string;
   defaultSubject: string;
+}
+
+export interface CallsConfig {
+  /** Caller ID for click-to-call: TWILIO_VOICE_NUMBER, else TWILIO_FROM_NUMBER. */
+  voiceNumber?: string;
+  mediaDir: string;
+  recordingFormat: 'wav' | 'mp3';
+  recordingMaxBytes: number;
+  downloadMaxAttempts: number;
+  transcribeMaxAttempts: number;
+  jobConcurrency: number;
+  jobLeaseMs: number;
+  dialTimeoutSec: number;
+  voicemailMaxSec: number;
+  recordingNotice?: string;
+  voicemailGreeting?: string;
+  visitLinkTtlMinutes?: number;
+  /** RTCIceServer[] for video visits (STUN/TURN), from VISIT_ICE_SERVERS as JSON. */
+  visitIceServers?: unknown[];
 }
 
 export class ConfigError extends Error {
@@ -234,6 +281,22 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     email: e.SMTP_HOST
       ? { host: e.SMTP_HOST, port: e.SMTP_PORT, secure: e.SMTP_SECURE === 'true', user: e.SMTP_USER, pass: e.SMTP_PASS, from: e.SMTP_FROM!, defaultSubject: e.EMAIL_DEFAULT_SUBJECT }
       : undefined,
+    calls: {
+      voiceNumber: e.TWILIO_VOICE_NUMBER ?? e.TWILIO_FROM_NUMBER,
+      mediaDir: resolve(e.MEDIA_DIR ?? `${e.DATA_DIR}/media`),
+      recordingFormat: e.RECORDING_FORMAT,
+      recordingMaxBytes: e.RECORDING_MAX_BYTES,
+      downloadMaxAttempts: e.RECORDING_DOWNLOAD_ATTEMPTS,
+      transcribeMaxAttempts: e.TRANSCRIPTION_ATTEMPTS,
+      jobConcurrency: e.MEDIA_JOB_CONCURRENCY,
+      jobLeaseMs: e.MEDIA_JOB_LEASE_MS,
+      dialTimeoutSec: e.VOICE_DIAL_TIMEOUT_SECONDS,
+      voicemailMaxSec: e.VOICEMAIL_MAX_SECONDS,
+      recordingNotice: e.VOICE_RECORDING_NOTICE,
+      voicemailGreeting: e.VOICEMAIL_GREETING,
+      visitLinkTtlMinutes: e.VISIT_LINK_TTL_MINUTES,
+      visitIceServers: e.VISIT_ICE_SERVERS,
+    },
   };
 }
 

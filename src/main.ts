@@ -7,6 +7,8 @@ import type { ReplyRules } from './core/reply-channel.ts';
 import { startSmtpListener } from './services/smtp-listener.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
+import { buildCallSettings, createMediaStorage, startCallsWorker } from './calls/index.ts';
+import { createTranscriber, parseTranscriptionConfig } from './transcription/config.ts';
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
@@ -42,10 +44,14 @@ async function main(): Promise<void> {
   const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}), db, webchat: true, email });
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
+  const mediaStorage = createMediaStorage(config.calls);
+
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
+    // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
+    const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
@@ -65,6 +71,15 @@ async function main(): Promise<void> {
   if (config.roles.includes('worker')) {
     const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules });
     stops.push(() => worker.stop());
+    if (twilio) {
+      const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
+      const callsWorker = await startCallsWorker({ db, logger, config: config.calls, twilio, storage: mediaStorage, transcriber });
+      stops.push(() => callsWorker.stop());
+      // Builds the boosted language model once (about 8 s) in the background, so the first call does not wait for it.
+      if ('prepare' in transcriber && typeof transcriber.prepare === 'function') {
+        void (transcriber.prepare as () => Promise<void>)().catch((error: unknown) => logger.error({ err: error }, 'transcriber is not ready; recordings will wait and retry'));
+      }
+    }
   }
 
   let stopping = false;

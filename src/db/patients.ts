@@ -5,6 +5,7 @@ import { notifyActivity } from './notify.ts';
 import { routeInbound } from './routing.ts';
 import { pickCoordinatorForNewPatient } from './coordinators.ts';
 import { PatientMergedError } from '../errors.ts';
+import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './calls.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
@@ -93,7 +94,8 @@ async function findInbound(db: Queryable, event: InboundMessage): Promise<Inboun
   return row ? { duplicate: true, patientId: row.patient_id, messageId: row.id, isNewPatient: false } : null;
 }
 
-async function findOrCreateIdentity(
+/** The patient behind (channel, address), created (provisionally, race-safe) when there is none. Also used by calls. */
+export async function findOrCreateIdentity(
   tx: Queryable,
   channel: Channel,
   address: string,
@@ -219,12 +221,14 @@ export type TimelineItem =
       toCoordinatorId: string | null;
       note: string | null;
       detail: unknown;
-    };
+    }
+  | CallTimelineItem
+  | VisitTimelineItem;
 
 /** One page of the patient's log, oldest first, ending before `beforeSeq` (the newest page when omitted). */
 export async function readTimeline(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<TimelineItem[]> {
   const params = [args.patientId, args.beforeSeq ?? null, args.limit];
-  const [messages, events] = await Promise.all([
+  const [messages, events, calls] = await Promise.all([
     db.query<Record<string, any>>(
       `SELECT * FROM messages WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
@@ -233,8 +237,10 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
       `SELECT * FROM patient_events WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
     ),
+    readCallItems(db, args),
   ]);
   const items: TimelineItem[] = [
+    ...calls,
     ...messages.rows.map(
       (m): TimelineItem => ({
         type: 'message',

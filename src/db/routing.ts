@@ -150,7 +150,8 @@ export function joinTransaction(tx: Queryable, kind: Db['kind']): Db {
 
 export interface InboundRouting {
   patientId: string;
-  messageId: string;
+  /** Null for a contact that is no message (a phone call). */
+  messageId: string | null;
   message: { body: string; channel: Channel; media: readonly unknown[] };
   now: Date;
 }

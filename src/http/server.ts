@@ -15,6 +15,10 @@ import type { ReplyRules } from '../core/reply-channel.ts';
 import { registerIdentityRoutes } from './identity-api.ts';
 import { registerTelnyxWebhookRoutes } from './telnyx-webhooks.ts';
 import { registerWebchatRoutes, type WebchatSettings } from './webchat-api.ts';
+import { registerVoiceWebhookRoutes } from './voice-webhooks.ts';
+import { registerCallsApiRoutes } from './calls-api.ts';
+import { registerVisitRoutes } from './visits.ts';
+import type { CallSettings } from '../calls/settings.ts';
 
 export interface AppDeps {
   db: Db;
@@ -33,6 +37,8 @@ export interface AppDeps {
   defaultPhoneCountry?: CountryCode;
   /** Web chat (page, link API, stream); absent means web chat is off. */
   webchat?: WebchatSettings;
+  /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
+  calls?: CallSettings;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -75,6 +81,9 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerIdentityRoutes(app, deps);
   await registerTelnyxWebhookRoutes(app, deps);
   await registerWebchatRoutes(app, deps);
+  await registerVoiceWebhookRoutes(app, deps);
+  await registerCallsApiRoutes(app, deps);
+  await registerVisitRoutes(app, deps);
   return app;
 }
 

@@ -17,6 +17,7 @@ import { startSmtpListener, type SmtpListener } from '../services/smtp-listener.
 
 export const TEST_WEBCHAT_SECRET = 'test-webchat-link-secret-0123456789abcdef';
 export const TEST_EMAIL_FROM = 'Care Team <care@switchboard.test>';
+import { buildCallSettings, createMediaStorage, DEFAULT_CALLS_CONFIG } from '../calls/index.ts';
 
 export const TEST_TWILIO = {
   accountSid: 'AC' + 'a'.repeat(32),
@@ -66,7 +67,7 @@ export interface HarnessMetaOptions {
   whatsappTemplate?: { name: string; languageCode: string };
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { mediaDir: string } } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
@@ -85,8 +86,11 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
   const smtp = options.email ? await startFakeSmtp() : undefined;
   const email = smtp ? { host: smtp.host, port: smtp.port, secure: false, from: TEST_EMAIL_FROM, defaultSubject: 'A message from your care team' } : undefined;
   const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, ...(meta ? { meta } : {}), ...(now ? { now } : {}), db: database.db, webchat: options.webchat, email });
+  const calls = options.calls
+    ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir: options.calls.mediaDir, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: createMediaStorage(options.calls), timeoutMs: 2_000 })
+    : undefined;
   const webchat = options.webchat ? { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 3_600_000 } : undefined;
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat });
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat, calls });
   const smtpListener = options.email ? await startSmtpListener({ db: database.db, logger, host: '127.0.0.1', port: 0 }) : undefined;
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
