@@ -130,6 +130,8 @@ async function rawInsertLatencyMs(db: Db): Promise<number> {
 
 async function seedPatients(db: Db): Promise<{ patientIds: string[]; phones: string[]; coordinatorId: string }> {
   const coordinator = await insertCoordinator(db, { email: `bench-${randomBytes(3).toString('hex')}@bench`, name: 'Bench', role: 'coordinator', passwordHash: 'x' });
+  // Routing honours capacity (default 50): lift it so the one bench coordinator takes every bench patient.
+  await db.query(`UPDATE coordinators SET capacity = 1000000 WHERE id = $1`, [coordinator!.id]);
   const phones = Array.from({ length: PATIENTS }, (_, i) => `+1555900${String(i).padStart(4, '0')}`);
   const patientIds: string[] = [];
   for (const [i, phone] of phones.entries()) {
