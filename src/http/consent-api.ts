@@ -8,9 +8,9 @@ import { parseInput, type AppDeps } from './server.ts';
 
 const PatientParams = z.object({ id: z.string().max(64) });
 
-/** GET /api/patients/:id/identities: each identity with its consent state and ledger, so a coordinator sees why a channel is skipped. */
+/** GET /api/patients/:id/consent: each identity with its consent state and ledger, so a coordinator sees why a channel is skipped. */
 export async function registerConsentRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  app.get('/api/patients/:id/identities', async (request) => {
+  app.get('/api/patients/:id/consent', async (request) => {
     const caller = request.caller;
     if (!caller) throw new UnauthorizedError();
     const { id } = parseInput(PatientParams, request.params);
