@@ -16,7 +16,7 @@ export async function registerConsentRoutes(app: FastifyInstance, deps: AppDeps)
     const { id } = parseInput(PatientParams, request.params);
     if (!(await canAccessPatient(deps.db, caller, id))) throw new NotFoundError('patient');
     const identities = await listIdentityConsent(deps.db, id);
-    await appendAudit(deps.db, { actorId: caller.id, action: 'identities.read', patientId: id, ip: request.ip });
+    await appendAudit(deps.db, { actorId: caller.id, action: 'consent.read', patientId: id, ip: request.ip });
     return { patientId: id, identities };
   });
 }
