@@ -19,19 +19,29 @@ export interface KeywordOutcome {
  * provider's retry, because the webhook was not yet answered 200. Also clears a provider's "unreachable"
  * mark: the patient just wrote from that identity.
  */
-export async function applyInboundConsent(db: Db, args: { messageId: string; duplicate: boolean; helpReply: string }): Promise<KeywordOutcome> {
-  const found = await db.query<{ patient_id: string; identity_id: string | null; channel: Channel; address: string; body: string }>(
-    `SELECT patient_id, identity_id, channel, address, body FROM messages WHERE id = $1 AND direction = 'inbound'`,
+export async function applyInboundConsent(
+  db: Db,
+  args: { messageId: string; duplicate: boolean; channel: Channel; body: string; helpReply: string },
+): Promise<KeywordOutcome> {
+  const keyword = parseConsentKeyword(args.channel, args.body);
+  if (!keyword) {
+    // The common case costs one statement, and nothing for a redelivery.
+    if (!args.duplicate) {
+      await db.query(
+        `UPDATE channel_identities ci SET unreachable_reason = NULL, unreachable_at = NULL
+         FROM messages m WHERE m.id = $1 AND ci.id = m.identity_id AND ci.unreachable_reason IS NOT NULL`,
+        [args.messageId],
+      );
+    }
+    return { change: null, recorded: false };
+  }
+  const found = await db.query<{ patient_id: string; identity_id: string | null; channel: Channel; address: string }>(
+    `SELECT patient_id, identity_id, channel, address FROM messages WHERE id = $1 AND direction = 'inbound'`,
     [args.messageId],
   );
   const message = found.rows[0];
   if (!message?.identity_id) return { change: null, recorded: false };
   const identityId = message.identity_id;
-  const keyword = parseConsentKeyword(message.channel, message.body);
-  if (!keyword) {
-    if (!args.duplicate) await db.query(`UPDATE channel_identities SET unreachable_reason = NULL, unreachable_at = NULL WHERE id = $1 AND unreachable_reason IS NOT NULL`, [identityId]);
-    return { change: null, recorded: false };
-  }
   return db.transaction(async (tx) => {
     // Lock the patient first, like every writer of this patient's log, then decide: a keyword that changes
     // nothing ("Yes" while opted in, a second STOP) is not a consent change and takes no log position.
