@@ -3,7 +3,6 @@ import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { routeInbound } from './routing.ts';
-import { pickCoordinatorForNewPatient } from './coordinators.ts';
 import { PatientMergedError } from '../errors.ts';
 import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './calls.ts';
 

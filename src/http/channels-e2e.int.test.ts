@@ -112,7 +112,7 @@ describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $na
     const got = deliveries().sort((a, b) => a.at - b.at).map((d) => [d.channel, d.text]);
     expect(got).toEqual(expected);
 
-    const identities = (await h.api('GET', `/api/patients/${patientId}/identities`, { token: ada.token })).json.identities;
+    const identities = (await h.api('GET', `/api/patients/${patientId}/consent`, { token: ada.token })).json.identities;
     expect(identities.find((i: any) => i.channel === 'sms')).toMatchObject({ optedOut: true, ledger: [{ change: 'opt_out', keyword: 'STOP', source: 'keyword' }] });
     expect(identities.find((i: any) => i.channel === 'whatsapp')).toMatchObject({ address: '+15551234567', optedOut: false });
   });

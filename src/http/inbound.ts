@@ -30,7 +30,7 @@ export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events
     .map(({ e }) => e);
   for (const event of inbound) {
     const result = await recordInbound(deps.db, event);
-    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
+    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, channel: event.channel, body: event.body, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
     log.info(
       { channel: event.channel, patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate, ...(consent.change ? { consent: consent.change, consentRecorded: consent.recorded } : {}) },
       'inbound message',

@@ -22,7 +22,7 @@ export async function registerWebhookRoutes(app: FastifyInstance, deps: AppDeps)
    */
   app.post('/webhooks/twilio/sms', async (request, reply) => {
     const events = parseEvents(sms, request, deps.publicBaseUrl);
-    await acceptEvents(deps, request.log, events.filter((event) => event.kind === 'inbound'));
+    await acceptEvents(deps, request.log, events.filter((event) => event.kind === 'inbound'), { quietWhenEmpty: true });
     return reply.type('text/xml').send(EMPTY_TWIML);
   });
 

@@ -183,25 +183,20 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
     }
   })();
 
-  let stopping: Promise<void> | null = null;
   return {
     workerKey,
-    // Idempotent: a test may stop a relay early and its harness stop it again.
-    stop() {
-      stopping ??= stopOnce();
-      return stopping;
+    async stop() {
+      // A second stop (a test stopped the relay early, then its harness) has nothing left to do.
+      if (stopped) return;
+      stopped = true;
+      wake();
+      await loop;
+      while (inFlight > 0 && !(await isDbGone())) {
+        await flush();
+        if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await unlisten().catch(() => {});
+      await session.release();
     },
   };
-
-  async function stopOnce(): Promise<void> {
-    stopped = true;
-    wake();
-    await loop;
-    while (inFlight > 0 && !(await isDbGone())) {
-      await flush();
-      if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    await unlisten().catch(() => {});
-    await session.release();
-  }
 }
