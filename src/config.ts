@@ -25,6 +25,13 @@ const EnvSchema = z
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+    METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    METRICS_PORT: optionalString.pipe(z.string().regex(/^\d+$/, 'a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
+    METRICS_HOST: z.string().default('127.0.0.1'),
+    ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
+    ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    SMTP_URL: optionalString.pipe(z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional()),
+    ALERT_EMAIL_FROM: optionalString.pipe(z.email().optional()),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -62,6 +69,19 @@ export interface Config {
   outboxPollMs: number;
   tokenTtlMs: number;
   roles: Role[];
+  ops: OpsConfig;
+}
+
+export interface OpsConfig {
+  /** GET /metrics on the main port needs this bearer token; unset = not served there. */
+  metricsToken?: string;
+  /** A separate listener that serves only /metrics, unauthenticated: bind it to loopback or a private network. */
+  metricsPort?: number;
+  metricsHost: string;
+  alertsIntervalMs: number;
+  alertWebhookSecret?: string;
+  smtpUrl?: string;
+  alertEmailFrom?: string;
 }
 
 export class ConfigError extends Error {
@@ -104,6 +124,15 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
     roles,
+    ops: {
+      metricsToken: e.METRICS_TOKEN,
+      metricsPort: e.METRICS_PORT,
+      metricsHost: e.METRICS_HOST,
+      alertsIntervalMs: e.ALERTS_INTERVAL_MS,
+      alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
+      smtpUrl: e.SMTP_URL,
+      alertEmailFrom: e.ALERT_EMAIL_FROM,
+    },
   };
 }
 

@@ -5,6 +5,8 @@ import { openDatabase } from './db/open.ts';
 import { DEMO_LOGINS, seedDemo, startDemoProviders } from './demo.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
+import { createOpsMetrics } from './ops/metrics.ts';
+import { startOps } from './ops/start.ts';
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
@@ -25,17 +27,20 @@ async function main(): Promise<void> {
     twilio = demo.twilio;
   }
   const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio });
+  const metrics = createOpsMetrics();
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, metrics, metricsToken: config.ops.metricsToken });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
   if (config.roles.includes('worker')) {
-    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs });
+    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, metrics });
     stops.push(() => worker.stop());
   }
+  const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker') });
+  stops.push(() => ops.stop());
 
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -5,7 +5,8 @@ import { notifyActivity } from './notify.ts';
 import { pickCoordinatorForNewPatient } from './coordinators.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
-export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'event'): Promise<number> {
+export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
+  // Only a human reply stops the waiting clock; an automatic reply (after-hours notice, HELP answer) does not.
   const waiting =
     change === 'inbound' ? 'COALESCE(waiting_since, now())' : change === 'reply' ? 'NULL' : 'waiting_since';
   const touched = change === 'event' ? 'last_message_at' : 'now()';
@@ -32,7 +33,20 @@ class DuplicateInbound extends Error {}
  * Stores one inbound message exactly once: the first delivery of a provider message id creates it (and the
  * patient, for a new address); every redelivery finds it and changes nothing.
  */
-export async function recordInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+export async function recordInbound(db: Db, event: InboundMessage, metrics?: InboundMetrics): Promise<InboundResult> {
+  const result = await storeInbound(db, event);
+  if (result.duplicate) metrics?.duplicateDropped('inbound');
+  else metrics?.inboundStored(event.channel);
+  return result;
+}
+
+/** What recordInbound reports to metrics (src/ops/metrics.ts implements it). */
+export interface InboundMetrics {
+  inboundStored(channel: string): void;
+  duplicateDropped(kind: 'inbound'): void;
+}
+
+async function storeInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
   const existing = await findInbound(db, event);
   if (existing) return existing;
   try {

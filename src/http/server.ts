@@ -7,6 +7,8 @@ import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerOpsRoutes } from './ops-api.ts';
+import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
   db: Db;
@@ -17,6 +19,10 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */
+  metrics?: OpsMetrics;
+  /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
+  metricsToken?: string;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -53,6 +59,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerOpsRoutes(app, deps);
   return app;
 }
 

@@ -20,6 +20,14 @@ export interface OutboxRelayOptions {
   /** A message still undelivered this long after it was written fails as expired instead of retrying forever. */
   maxAgeMs?: number;
   random?: () => number;
+  /** src/ops/metrics.ts implements it. */
+  metrics?: RelayMetrics;
+}
+
+export interface RelayMetrics {
+  providerError(provider: string, code: string): void;
+  replyToProviderAccepted(seconds: number): void;
+  outboundFinal(status: string): void;
 }
 
 export interface OutboxRelay {
@@ -91,6 +99,7 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
         needsLookup = false;
       }
       const { providerMessageId } = await adapter.send(message, { outboxId: send.outboxId, signal });
+      options.metrics?.replyToProviderAccepted(Math.max(0, Date.now() - send.createdAt.getTime()) / 1000);
       return { ...base, kind: 'sent', provider: adapter.provider, providerMessageId };
     } catch (error) {
       const failure =
@@ -98,8 +107,11 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
           ? error
           : new ProviderError(error instanceof Error ? error.message : String(error), { retryable: true, outcome: 'unknown', code: 'unexpected' }, { cause: error });
       const { retryable, outcome, code, retryAfterMs } = failure.details;
+      options.metrics?.providerError(adapter.provider, code);
+      if (!retryable) options.metrics?.outboundFinal('failed');
       if (!retryable) return { ...base, kind: 'failed', provider: adapter.provider, errorCode: code, error: failure.message };
       if (Date.now() - send.createdAt.getTime() > maxAgeMs) {
+        options.metrics?.outboundFinal('failed');
         return { ...base, kind: 'failed', provider: adapter.provider, errorCode: 'expired', error: `undelivered after ${Math.round(maxAgeMs / 3_600_000)}h: ${failure.message}` };
       }
       return {

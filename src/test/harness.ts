@@ -7,6 +7,7 @@ import { insertCoordinator } from '../db/coordinators.ts';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../outbox/relay.ts';
 import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
+import type { AppDeps } from '../http/server.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
 
@@ -45,14 +46,14 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions> } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; app?: Partial<AppDeps> } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...options.app });
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
 
