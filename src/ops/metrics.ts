@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Queryable } from '../db/db.ts';
+import { openMsBetween, teamSchedule } from './clock.ts';
 
 /**
  * The process's metrics. Counters and histograms count what THIS process handled (each event is handled by
@@ -48,6 +49,7 @@ export function createOpsMetrics(): OpsMetrics {
   const maxWait = gauge('switchboard_patient_wait_max_seconds', 'Longest current patient wait (wall clock), from the database.');
   const teamMaxWait = gauge('switchboard_team_patient_wait_max_seconds', 'Longest current wait among the patients of a team.', ['team']);
   const coordinatorMaxWait = gauge('switchboard_coordinator_patient_wait_max_seconds', 'Longest current wait among the patients assigned to a coordinator.', ['coordinator']);
+  const businessMaxWait = gauge('switchboard_patient_business_wait_max_seconds', "Longest current wait counted on each patient's team business clock (saturates at 24 h).");
   const waiting = gauge('switchboard_waiting_patients', 'Patients waiting for a human reply.');
   const outboxDepth = gauge('switchboard_outbox_depth', 'Outbound messages not yet accepted by a provider.');
   const outboxOldest = gauge('switchboard_outbox_oldest_undelivered_seconds', 'Age of the oldest outbound message not yet accepted by a provider.');
@@ -114,6 +116,7 @@ export function createOpsMetrics(): OpsMetrics {
     notificationsFailed.reset();
     for (const row of failed.rows) notificationsFailed.set({ target: row.target }, row.n);
     transcriptionDepth.set(await transcriptionQueueDepth(db));
+    businessMaxWait.set(await businessWaitMaxSeconds(db, now));
   }
 
   return {
@@ -136,6 +139,25 @@ export function createOpsMetrics(): OpsMetrics {
       return registry.metrics();
     },
   };
+}
+
+/** The patient_wait rule's business clock, as one number for Prometheus rules. */
+async function businessWaitMaxSeconds(db: Queryable, now: Date): Promise<number> {
+  const [waiting, teams] = await Promise.all([
+    db.query<{ waiting_since: Date; team_id: string | null }>(
+      `SELECT p.waiting_since,
+              COALESCE(a.team_id, (SELECT m.team_id FROM team_members m WHERE m.coordinator_id = a.coordinator_id ORDER BY m.team_id LIMIT 1)) AS team_id
+       FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE p.waiting_since IS NOT NULL`,
+    ),
+    db.query<{ id: string; timezone: string; business_hours: unknown; holidays: unknown }>(`SELECT id, timezone, business_hours, holidays FROM teams`),
+  ]);
+  const schedules = new Map(teams.rows.map((t) => [t.id, teamSchedule(t)]));
+  let max = 0;
+  for (const row of waiting.rows) {
+    const schedule = row.team_id ? (schedules.get(row.team_id) ?? null) : null;
+    max = Math.max(max, openMsBetween(schedule, row.waiting_since.getTime(), now.getTime(), 86_400_000) / 1000);
+  }
+  return max;
 }
 
 /**
