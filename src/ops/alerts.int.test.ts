@@ -8,7 +8,7 @@ import { backends, isPostgresAvailable, postgresBackend } from '../test/database
 import { startFakeAlertReceiver, type FakeAlertReceiver } from '../test/fake-alert-receiver.ts';
 import { startFakeSmtpSink, type FakeSmtpSink } from '../test/fake-smtp-sink-ops.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
-import { saveAlertRules } from './alert-rules.ts';
+import { AlertRuleSchema, saveAlertRules } from './alert-rules.ts';
 import { evaluateAlerts, evaluateRule } from './alerts.ts';
 import { deliverDueNotifications, listTargetHealth, SIGNATURE_HEADER } from './notifier.ts';
 import { startAlertScheduler, type AlertScheduler } from './scheduler.ts';
@@ -171,14 +171,14 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
     await db.query(`UPDATE assignments SET coordinator_id = $2 WHERE patient_id = $1`, [patientId, ada.id]);
     // Friday 16:50 in New York (EST): 10 open minutes are left that day.
     await db.query(`UPDATE patients SET waiting_since = '2026-11-20T21:50:00Z' WHERE id = $1`, [patientId]);
-    const rule = { id: 'w', kind: 'patient_wait', businessMinutes: 15, wallMinutes: 120, severity: 'page', forMinutes: 0, repeatMinutes: 60, notify: [], enabled: true } as const;
+    const rule = AlertRuleSchema.parse({ id: 'w', kind: 'patient_wait', businessMinutes: 15, wallMinutes: 120 });
     expect(await evaluateRule(db, rule, new Date('2026-11-20T22:30:00Z'))).toEqual([]);
     const late = await evaluateRule(db, rule, new Date('2026-11-20T23:50:00Z'));
     expect(late.map((c) => c.subject)).toEqual([`patient:${patientId}`]);
     expect(late[0]!.summary).toContain('wall clock');
     // Monday 09:05: 10 + 5 open minutes is not yet 15; 09:06 is.
     await db.query(`UPDATE patients SET waiting_since = '2026-11-20T21:50:00Z' WHERE id = $1`, [patientId]);
-    const rule2 = { ...rule, wallMinutes: 10_000 };
+    const rule2 = AlertRuleSchema.parse({ id: 'w', kind: 'patient_wait', businessMinutes: 15, wallMinutes: 10_000 });
     expect(await evaluateRule(db, rule2, new Date('2026-11-23T14:04:00Z'))).toEqual([]);
     const monday = await evaluateRule(db, rule2, new Date('2026-11-23T14:05:00Z'));
     expect(monday[0]!.summary).toContain('business hours of Care NY');

@@ -5,7 +5,7 @@ import { createOpsMetrics } from './metrics.ts';
 const exported = new Set<string>();
 for (const metric of await createOpsMetrics().registry.getMetricsAsJSON()) {
   exported.add(metric.name);
-  if (metric.type === ('histogram' as typeof metric.type)) for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
+  if (String(metric.type) === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(metric.name + suffix);
 }
 const referenced = (text: string) => new Set(text.match(/switchboard_[a-z_]+/g) ?? []);
 
