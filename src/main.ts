@@ -55,6 +55,7 @@ async function main(): Promise<void> {
 
   const lines = [`Switchboard is running (roles: ${config.roles.join(', ')}; storage: ${config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/pglite`})`];
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
+  if (ops.metricsUrl) lines.push(`  Metrics:        ${ops.metricsUrl}  (no token: keep this listener private)`);
   if (demo && webUrl) {
     const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio });
     lines.push(

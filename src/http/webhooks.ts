@@ -22,26 +22,25 @@ export async function registerWebhookRoutes(app: FastifyInstance, deps: AppDeps)
    * redelivery of a stored MessageSid is answered 200 again and stored once.
    */
   app.post('/webhooks/twilio/sms', async (request, reply) => {
-    const startedAt = performance.now();
     const events = parseEvents(sms, request, deps);
     for (const event of events) {
       if (event.kind !== 'inbound') continue;
       const result = await recordInbound(deps.db, event, deps.metrics);
-      deps.metrics?.webhookToStored('inbound', (performance.now() - startedAt) / 1000);
+      // elapsedTime runs from the moment Fastify received the request.
+      deps.metrics?.webhookToStored('inbound', reply.elapsedTime / 1000);
       request.log.info({ patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate }, 'inbound sms');
     }
     return reply.type('text/xml').send(EMPTY_TWIML);
   });
 
   app.post('/webhooks/twilio/status', async (request, reply) => {
-    const startedAt = performance.now();
     const events = parseEvents(sms, request, deps);
     for (const event of events) {
       if (event.kind !== 'status') continue;
       const outcome = await applyDeliveryStatus(deps.db, event);
       if (deps.metrics) {
         const metrics = deps.metrics;
-        metrics.webhookToStored('status', (performance.now() - startedAt) / 1000);
+        metrics.webhookToStored('status', reply.elapsedTime / 1000);
         if (outcome === 'duplicate') metrics.duplicateDropped('status');
         if (outcome === 'applied' && ['delivered', 'undelivered', 'failed'].includes(event.status)) metrics.outboundFinal(event.status);
         if (outcome === 'applied' && event.status === 'delivered') {

@@ -78,19 +78,20 @@ async function generate(db: Db, coordinators: string[]) {
   return { messages, handoffs, owner };
 }
 
+type Data = Awaited<ReturnType<typeof generate>>;
+type TestWait = { start: number; inbound: Msg[]; reply: Msg | null; first: boolean; owner: string | null };
+
 /**
- * The same figures, computed the other way round: from each human reply back to the inbound messages it
+ * The same waits, found the other way round: from each human reply back to the inbound messages it
  * answers, rather than forward through the log.
  */
-function expected(data: Awaited<ReturnType<typeof generate>>, coordinator: string) {
-  const inRange = (at: number) => at >= RANGE_START && at < RANGE_END;
-  const waits: Array<{ start: number; inbound: Msg[]; reply: Msg | null; first: boolean; owner: string | null }> = [];
+function waitsByReplies(data: Data): TestWait[] {
+  const waits: TestWait[] = [];
   for (const patient of new Set(data.messages.map((m) => m.patient))) {
     const log = data.messages.filter((m) => m.patient === patient).sort((a, b) => a.seq - b.seq);
     const human = log.filter((m) => m.direction === 'outbound' && !m.automatic);
-    const boundaries = [...human.map((h) => h.seq), Infinity];
     let previous = 0;
-    for (const bound of boundaries) {
+    for (const bound of [...human.map((h) => h.seq), Infinity]) {
       const inbound = log.filter((m) => m.direction === 'inbound' && m.seq > previous && m.seq < bound);
       if (inbound.length > 0) {
         const reply = bound === Infinity ? null : log.find((m) => m.seq === bound)!;
@@ -101,16 +102,31 @@ function expected(data: Awaited<ReturnType<typeof generate>>, coordinator: strin
       previous = bound;
     }
   }
-  const mine = waits.filter((w) => w.owner === coordinator && inRange(w.start));
+  return waits;
+}
+
+interface Grouping {
+  ofWait(w: TestWait): string[];
+  ofInbound(m: Msg, w: TestWait): string[];
+  ofOutbound(m: Msg): string[];
+  ofHandoff(h: Data['handoffs'][number]): string[] | null;
+}
+
+/** Expected figures for one group key, given how the grouping assigns things to keys. */
+function expected(data: Data, key: string, g: Grouping) {
+  const inRange = (at: number) => at >= RANGE_START && at < RANGE_END;
+  const waits = waitsByReplies(data);
+  const mine = waits.filter((w) => g.ofWait(w).includes(key) && inRange(w.start));
   const answered = mine.filter((w) => w.reply);
   const replySeconds = answered.map((w) => (w.reply!.at - w.start) / 1000).sort((a, b) => a - b);
   const firstSeconds = answered.filter((w) => w.first).map((w) => (w.reply!.at - w.start) / 1000).sort((a, b) => a - b);
   const rank = (xs: number[], p: number) => (xs.length ? xs[Math.ceil((xs.length * p) / 100) - 1]! : null);
   const met = answered.filter((w) => w.reply!.at - w.start <= SLA_MS).length;
   const missed = answered.length - met + mine.filter((w) => !w.reply && NOW.getTime() - w.start > SLA_MS).length;
-  const outbound = data.messages.filter((m) => m.direction === 'outbound' && !m.automatic && m.author === coordinator && inRange(m.at));
+  const outbound = data.messages.filter((m) => m.direction === 'outbound' && !m.automatic && inRange(m.at) && g.ofOutbound(m).includes(key));
+  const handoffs = data.handoffs.filter((h) => inRange(h.at)).map((h) => g.ofHandoff(h));
   return {
-    messagesIn: waits.filter((w) => w.owner === coordinator).flatMap((w) => w.inbound).filter((m) => inRange(m.at)).length,
+    messagesIn: waits.flatMap((w) => w.inbound.filter((m) => inRange(m.at) && g.ofInbound(m, w).includes(key))).length,
     messagesOut: outbound.length,
     patientsServed: new Set(outbound.map((m) => m.patient)).size,
     waits: mine.length,
@@ -119,7 +135,7 @@ function expected(data: Awaited<ReturnType<typeof generate>>, coordinator: strin
     firstResponse: { p50: rank(firstSeconds, 50), p90: rank(firstSeconds, 90), max: firstSeconds.at(-1) ?? null, count: firstSeconds.length },
     replyTime: { p50: rank(replySeconds, 50), p90: rank(replySeconds, 90), max: replySeconds.at(-1) ?? null, count: replySeconds.length },
     slaMetPercent: met + missed === 0 ? null : (100 * met) / (met + missed),
-    handoffs: data.handoffs.filter((h) => inRange(h.at) && (h.from === coordinator || h.to === coordinator)).length,
+    handoffs: handoffs.some((k) => k === null) ? null : handoffs.filter((k) => k!.includes(key)).length,
   };
 }
 
@@ -130,32 +146,75 @@ describe.each(backends())('reports on $name', (backend) => {
   });
   afterEach(() => h.close());
 
-  it('match figures computed independently, over a range spanning the end of DST', async () => {
+  it('match figures computed independently, per coordinator, team and channel, over a range spanning the end of DST', async () => {
     const db = h.database.db;
     const people = await Promise.all(['Ada', 'Bob', 'Cal'].map((name) => h.createCoordinator({ name })));
-    const data = await generate(db, people.map((p) => p.id));
-    const report = await buildReport(db, { groupBy: 'coordinator', from: '2026-10-31', to: '2026-11-01', timeZone: TZ, clock: 'wall', slaMinutes: 15, now: NOW });
-    expect(report.startsAt).toBe(new Date(RANGE_START).toISOString());
-    expect(report.endsAt).toBe(new Date(RANGE_END).toISOString());
-    expect(report.clock).toBe('wall');
+    const [ada, bob, cal] = people.map((p) => p.id) as [string, string, string];
+    const teams = (await db.query<{ id: string; name: string }>(`INSERT INTO teams (name) VALUES ('North'), ('South') RETURNING id, name`)).rows;
+    const north = teams.find((t) => t.name === 'North')!.id;
+    const south = teams.find((t) => t.name === 'South')!.id;
+    // Bob is in both teams, so his work counts in each.
+    const membership: Record<string, string[]> = { [ada]: [north], [bob]: [north, south], [cal]: [south] };
+    for (const [coordinator, ids] of Object.entries(membership)) for (const team of ids) await db.query(`INSERT INTO team_members (team_id, coordinator_id) VALUES ($1, $2)`, [team, coordinator]);
+    const data = await generate(db, [ada, bob, cal]);
+
+    const groupings: Record<'coordinator' | 'team' | 'channel', Grouping> = {
+      coordinator: { ofWait: (w) => (w.owner ? [w.owner] : []), ofInbound: (_m, w) => (w.owner ? [w.owner] : []), ofOutbound: (m) => [m.author!], ofHandoff: (x) => [x.from, x.to] },
+      team: {
+        ofWait: (w) => (w.owner ? membership[w.owner]! : []),
+        ofInbound: (_m, w) => (w.owner ? membership[w.owner]! : []),
+        ofOutbound: (m) => membership[m.author!]!,
+        ofHandoff: (x) => [...new Set([...membership[x.from]!, ...membership[x.to]!])],
+      },
+      channel: { ofWait: (w) => [w.inbound[0]!.channel], ofInbound: (m) => [m.channel], ofOutbound: (m) => [m.channel], ofHandoff: () => null },
+    };
     let compared = 0;
-    for (const person of people) {
-      const row = report.rows.find((r) => r.key === person.id);
-      const want = expected(data, person.id);
-      if (!row) {
-        expect(want.waits + want.messagesOut + want.messagesIn + want.handoffs).toBe(0);
-        continue;
+    for (const groupBy of ['coordinator', 'team', 'channel'] as const) {
+      const report = await buildReport(db, { groupBy, from: '2026-10-31', to: '2026-11-01', timeZone: TZ, clock: 'wall', slaMinutes: 15, now: NOW });
+      expect(report.startsAt).toBe(new Date(RANGE_START).toISOString());
+      expect(report.endsAt).toBe(new Date(RANGE_END).toISOString());
+      expect(report.clock).toBe('wall');
+      const keys = groupBy === 'coordinator' ? [ada, bob, cal] : groupBy === 'team' ? [north, south] : ['sms', 'whatsapp'];
+      expect(report.rows.map((r) => r.key).every((k) => keys.includes(k))).toBe(true);
+      for (const key of keys) {
+        const want = expected(data, key, groupings[groupBy]);
+        const row = report.rows.find((r) => r.key === key);
+        if (!row) {
+          expect(want.waits + want.messagesOut + want.messagesIn + (want.handoffs ?? 0)).toBe(0);
+          continue;
+        }
+        expect({ ...row, key: undefined, label: undefined, automaticOut: undefined }, `${groupBy} ${key}`).toEqual({ ...want, key: undefined, label: undefined, automaticOut: undefined });
+        compared += want.waits;
       }
-      expect({ ...row, key: undefined, label: undefined, automaticOut: undefined }).toEqual({ ...want, key: undefined, label: undefined, automaticOut: undefined });
-      compared += want.waits;
+      const inRange = (m: Msg) => m.at >= RANGE_START && m.at < RANGE_END;
+      expect(report.total.messagesIn).toBe(data.messages.filter((m) => m.direction === 'inbound' && inRange(m)).length);
+      expect(report.total.automaticOut).toBe(data.messages.filter((m) => m.automatic && inRange(m)).length);
+      if (groupBy !== 'channel') expect(report.total.handoffs).toBe(data.handoffs.filter((x) => x.at >= RANGE_START && x.at < RANGE_END).length);
     }
-    const inRange = (m: Msg) => m.at >= RANGE_START && m.at < RANGE_END;
-    expect(report.total.messagesIn).toBe(data.messages.filter((m) => m.direction === 'inbound' && inRange(m)).length);
-    expect(report.total.automaticOut).toBe(data.messages.filter((m) => m.automatic && inRange(m)).length);
-    expect(report.total.handoffs).toBe(data.handoffs.filter((x) => x.at >= RANGE_START && x.at < RANGE_END).length);
     // The dataset must actually exercise the figures.
-    expect(compared).toBeGreaterThan(10);
-    expect(report.total.replyTime.count).toBeGreaterThan(5);
+    expect(compared).toBeGreaterThan(30);
+  });
+
+  it('measures on the business clock when asked, and says so', async () => {
+    const db = h.database.db;
+    const ada = await h.createCoordinator({ name: 'Ada' });
+    const team = (await db.query<{ id: string }>(
+      `INSERT INTO teams (name, timezone, business_hours) VALUES ('Care NY', 'America/New_York', $1) RETURNING id`,
+      [JSON.stringify(Object.fromEntries(['mon', 'tue', 'wed', 'thu', 'fri'].map((d) => [d, [['09:00', '17:00']]])))],
+    )).rows[0]!.id;
+    await db.query(`INSERT INTO team_members (team_id, coordinator_id) VALUES ($1, $2)`, [team, ada.id]);
+    const patient = (await db.query<{ id: string }>(`INSERT INTO patients DEFAULT VALUES RETURNING id`)).rows[0]!.id;
+    // Friday 16:50 EST in, Monday 09:10 EST out: 20 business minutes, 64 h 20 min of wall clock.
+    await db.query(`INSERT INTO messages (patient_id, seq, direction, channel, address, body, status, created_at) VALUES ($1, 1, 'inbound', 'sms', 'x', 'b', 'received', '2026-11-20T21:50:00Z')`, [patient]);
+    await db.query(`INSERT INTO messages (patient_id, seq, direction, channel, address, body, status, author_id, created_at) VALUES ($1, 2, 'outbound', 'sms', 'x', 'b', 'delivered', $2, '2026-11-23T14:10:00Z')`, [patient, ada.id]);
+    const query = { groupBy: 'team' as const, from: '2026-11-20', to: '2026-11-20', timeZone: TZ, slaMinutes: 30, now: new Date('2026-11-24T00:00:00Z') };
+    const business = await buildReport(db, { ...query, clock: 'business' });
+    expect(business.clock).toBe('business');
+    expect(business.rows[0]!.replyTime.max).toBe(20 * 60);
+    expect(business.rows[0]!.slaMetPercent).toBe(100);
+    const wall = await buildReport(db, { ...query, clock: 'wall' });
+    expect(wall.rows[0]!.replyTime.max).toBe((64 * 60 + 20) * 60);
+    expect(wall.rows[0]!.slaMetPercent).toBe(0);
   });
 
   it('counts the extra hour of the DST change and nothing past local midnight', async () => {
