@@ -15,9 +15,10 @@ export interface OutboundCreated {
   createdAt: Date;
   /** True when an earlier request with the same idempotency key already created this message. */
   replayed: boolean;
-  /** Set when this human reply ended a wait; `firstResponse` when that wait opened a conversation. */
-  answered?: { waitSeconds: number; firstResponse: boolean };
 }
+
+/** Set when a human reply ended a wait; `firstResponse` when that wait opened a conversation. For metrics only. */
+type Answered = { answered?: { waitSeconds: number; firstResponse: boolean } };
 
 /** The wait a human reply is about to end, locking the patient row first (nextSeq would take the same lock). */
 async function waitEndedByReply(tx: Queryable, patientId: string): Promise<{ waitingSince: Date; firstResponse: boolean } | undefined> {
@@ -49,9 +50,10 @@ export async function createOutbound(
 ): Promise<CreateOutboundResult> {
   const created = await writeOutbound(db, args);
   if ('error' in created || created.replayed) return created;
-  metrics?.outboundCreated(created.channel, args.automatic === true);
-  if (created.answered) metrics?.answered(created.answered.waitSeconds, created.answered.firstResponse);
-  return created;
+  const { answered, ...message } = created;
+  metrics?.outboundCreated(message.channel, args.automatic === true);
+  if (answered) metrics?.answered(answered.waitSeconds, answered.firstResponse);
+  return message;
 }
 
 /** What createOutbound reports to metrics (src/ops/metrics.ts implements it). */
@@ -66,7 +68,7 @@ export const CONVERSATION_IDLE_MS = 24 * 3_600_000;
 async function writeOutbound(
   db: Db,
   args: { patientId: string; authorId: string | null; body: string; idempotencyKey?: string; automatic?: boolean },
-): Promise<CreateOutboundResult> {
+): Promise<(OutboundCreated & Answered) | { error: 'no_channel'; reason: string }> {
   if (args.idempotencyKey) {
     const earlier = await findByIdempotencyKey(db, args.patientId, args.idempotencyKey);
     if (earlier) return earlier;

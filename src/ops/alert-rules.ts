@@ -76,23 +76,42 @@ export const AlertRulesDocumentSchema = z
     targets: z.record(Id, TargetSchema).default({}),
   })
   .superRefine((doc, ctx) => {
-    const seen = new Set<string>();
-    doc.rules.forEach((rule, index) => {
-      if (seen.has(rule.id)) ctx.addIssue({ code: 'custom', path: ['rules', index, 'id'], message: `duplicate rule id ${rule.id}` });
-      seen.add(rule.id);
-      rule.notify.forEach((name, n) => {
-        if (!(name in doc.targets)) ctx.addIssue({ code: 'custom', path: ['rules', index, 'notify', n], message: `no target named ${name}` });
-      });
-    });
+    for (const issue of crossReferenceProblems(doc)) ctx.addIssue({ code: 'custom', ...issue });
   });
 export type AlertRulesDocument = z.output<typeof AlertRulesDocumentSchema>;
+
+/** Duplicate rule ids and unknown targets; read leniently so they are reported even beside shape errors. */
+function crossReferenceProblems(input: unknown): Array<{ path: Array<string | number>; message: string }> {
+  const doc = (input ?? {}) as { rules?: unknown; targets?: unknown };
+  const rules = Array.isArray(doc.rules) ? (doc.rules as Array<{ id?: unknown; notify?: unknown } | null>) : [];
+  const targets = doc.targets && typeof doc.targets === 'object' ? (doc.targets as Record<string, unknown>) : {};
+  const problems: Array<{ path: Array<string | number>; message: string }> = [];
+  const seen = new Set<unknown>();
+  rules.forEach((rule, index) => {
+    if (!rule || typeof rule !== 'object') return;
+    if (typeof rule.id === 'string' && seen.has(rule.id)) problems.push({ path: ['rules', index, 'id'], message: `duplicate rule id ${rule.id}` });
+    seen.add(rule.id);
+    if (!Array.isArray(rule.notify)) return;
+    rule.notify.forEach((name: unknown, n: number) => {
+      if (typeof name === 'string' && !Object.hasOwn(targets, name)) problems.push({ path: ['rules', index, 'notify', n], message: `no target named ${name}` });
+    });
+  });
+  return problems;
+}
 
 export type ValidationResult = { ok: true; document: AlertRulesDocument } | { ok: false; errors: Array<{ path: string; message: string }> };
 
 export function validateAlertRules(input: unknown): ValidationResult {
   const parsed = AlertRulesDocumentSchema.safeParse(input);
   if (parsed.success) return { ok: true, document: parsed.data };
-  return { ok: false, errors: parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message })) };
+  const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
+  // zod skips refinements when shapes fail; add the cross-references so every problem is listed at once.
+  const seen = new Set(issues.map((i) => `${i.path}\u0000${i.message}`));
+  for (const problem of crossReferenceProblems(input)) {
+    const issue = { path: problem.path.join('.'), message: problem.message };
+    if (!seen.has(`${issue.path}\u0000${issue.message}`)) issues.push(issue);
+  }
+  return { ok: false, errors: issues };
 }
 
 /** What runs before anyone stores a document: the issue's five examples, shown as banners only. */

@@ -259,11 +259,11 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
     expect(bad.status).toBe(400);
     expect(bad.json.code).toBe('invalid_alert_rules');
     const paths = bad.json.details.map((d: { path: string }) => d.path).sort();
-    expect(paths).toEqual(expect.arrayContaining(['rules.0.businessMinutes', 'rules.1.thresholdSeconds', 'rules.2.kind', 'targets.t.url']));
+    expect(paths).toEqual(expect.arrayContaining(['rules.0.businessMinutes', 'rules.0.notify.0', 'rules.1.id', 'rules.1.thresholdSeconds', 'rules.2.kind', 'targets.t.url']));
     const active = await h.api('GET', '/api/ops/alert-rules', { token: admin.token });
     expect(active.json.active.version).toBe(1);
     expect(active.json.active.document.rules[0].id).toBe('patient-wait');
-    // Cross-field problems are listed too once the shapes are right.
+    // Cross-field problems alone are listed too.
     const dup = await h.api('PUT', '/api/ops/alert-rules', {
       token: admin.token,
       body: { rules: [{ id: 'a', kind: 'outbox_oldest', notify: ['nowhere'] }, { id: 'a', kind: 'outbox_oldest' }], targets: {} },

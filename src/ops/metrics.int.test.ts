@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { backends } from '../test/databases.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
 import { createOpsMetrics, type OpsMetrics } from './metrics.ts';
+import { createOutbound } from '../db/messages.ts';
 import { startOps } from './start.ts';
 
 const METRICS_TOKEN = 'metrics-token-0123456789';
@@ -78,10 +79,22 @@ describe.each(backends())('GET /metrics on $name', (backend) => {
     expect(text.get('switchboard_outbox_depth')).toBe(0);
     expect(text.get('switchboard_transcription_queue_depth')).toBe(0);
 
+    // The same conversation: a second wait is a reply time but not a first response; an automatic reply is neither.
+    expect((await h.sendSms('+15550001001', 'one more thing')).status).toBe(200);
+    const notice = await createOutbound(h.database.db, { patientId, authorId: null, body: 'Auto: we got it.', automatic: true }, metrics);
+    expect('error' in notice).toBe(false);
+    expect((await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'Sure.' } })).status).toBe(201);
+    text = samples(await scrape());
+    expect(text.get('switchboard_reply_time_seconds_count')).toBe(2);
+    expect(text.get('switchboard_first_response_seconds_count')).toBe(1);
+    expect(text.get('switchboard_messages_outbound_total{channel="sms",automatic="true"}')).toBe(1);
+    expect(text.get('switchboard_messages_outbound_total{channel="sms",automatic="false"}')).toBe(2);
+
     // A second process (its own registry) over the same database reports the same gauges and none of our counts.
     const other = samples(await createOpsMetrics().render(h.database.db));
     expect(other.get('switchboard_waiting_patients')).toBe(0);
     expect(other.get(`switchboard_coordinator_assigned_patients{coordinator="${ada.id}"}`)).toBe(1);
+    expect(other.get('switchboard_waiting_patients')).toBe(text.get('switchboard_waiting_patients'));
     expect(other.get('switchboard_messages_inbound_total{channel="sms"}')).toBeUndefined();
   });
 
