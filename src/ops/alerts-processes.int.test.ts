@@ -62,6 +62,9 @@ describe.skipIf(!isPostgresAvailable())('alerts from two worker processes on one
     expect((await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'Here.' } })).status).toBe(201);
     await eventually(() => slack.received.some((r) => String(r.json.text).includes('RESOLVED')), { what: 'the resolve notice', timeoutMs: 30_000 });
 
+    // Kill only once the resolve notice is recorded: a process killed between a receiver's 200 and its record
+    // would have that row resent after its lease (the documented limit of exactly-once).
+    await eventually(async () => (await h.database.db.query(`SELECT 1 FROM alert_notifications WHERE state = 'sent'`)).rowCount === 2, { what: 'two sent rows' });
     first!.kill('SIGKILL');
     await eventually(() => !workers.has(first!), { what: 'the worker to exit' });
     expect((await h.sendSms('+15550003002', 'anyone?')).status).toBe(200);
