@@ -7,7 +7,7 @@ import { BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError } fro
 import { listAlertRuleVersions, loadActiveAlertRules, saveAlertRules, validateAlertRules } from '../ops/alert-rules.ts';
 import { acknowledgeAlert, listAlerts } from '../ops/alerts.ts';
 import { listTargetHealth } from '../ops/notifier.ts';
-import { buildReport, reportToCsv, validateReportQuery } from '../ops/reports.ts';
+import { buildDailySeries, buildReport, reportToCsv, validateReportQuery } from '../ops/reports.ts';
 import { parseInput, type AppDeps } from './server.ts';
 
 const IsoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'expected YYYY-MM-DD').refine((d) => !Number.isNaN(Date.parse(d)), 'not a calendar date');
@@ -117,4 +117,17 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return report;
   });
 
+  /** Day-by-day totals over at most 92 days, for the dashboard's charts. */
+  app.get('/api/ops/reports/daily', async (request) => {
+    const caller = supervisor(request);
+    const query = parseInput(ReportQuery, request.query);
+    const problems = validateReportQuery({ from: query.from, to: query.to, timeZone: query.tz });
+    if (Date.parse(query.to) - Date.parse(query.from) > 91 * 86_400_000) problems.push('to: a daily series covers at most 92 days');
+    if (problems.length > 0) {
+      throw new BadRequestError('invalid_input', 'the request is invalid', { details: problems.map((p) => ({ path: p.split(':')[0], message: p.slice(p.indexOf(':') + 2) })) });
+    }
+    const series = await buildDailySeries(db, { from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date() });
+    await appendAudit(db, { actorId: caller.id, action: 'report.read', detail: { series: 'daily', from: query.from, to: query.to }, ip: request.ip });
+    return series;
+  });
 }

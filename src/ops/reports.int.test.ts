@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Db } from '../db/db.ts';
 import { backends } from '../test/databases.ts';
 import { startHarness, type Harness } from '../test/harness.ts';
-import { buildReport } from './reports.ts';
+import { buildDailySeries, buildReport } from './reports.ts';
 
 const TZ = 'America/New_York';
 // 2026-10-31 and 2026-11-01 in New York, inclusive: EDT (UTC-4) midnight to EST (UTC-5) midnight, 49 hours.
@@ -193,6 +193,17 @@ describe.each(backends())('reports on $name', (backend) => {
     }
     // The dataset must actually exercise the figures.
     expect(compared).toBeGreaterThan(30);
+
+    // The daily series splits the same range into local days (24 h on Oct 31, 25 h on Nov 1) that add up.
+    const series = await buildDailySeries(db, { from: '2026-10-31', to: '2026-11-01', timeZone: TZ, clock: 'wall', slaMinutes: 15, now: NOW });
+    expect(series.days.map((d) => [d.date, d.startsAt, d.endsAt])).toEqual([
+      ['2026-10-31', '2026-10-31T04:00:00.000Z', '2026-11-01T04:00:00.000Z'],
+      ['2026-11-01', '2026-11-01T04:00:00.000Z', '2026-11-02T05:00:00.000Z'],
+    ]);
+    const whole = await buildReport(db, { groupBy: 'channel', from: '2026-10-31', to: '2026-11-01', timeZone: TZ, clock: 'wall', slaMinutes: 15, now: NOW });
+    for (const field of ['messagesIn', 'messagesOut', 'waits', 'unanswered', 'conversations'] as const) {
+      expect(series.days.reduce((sum, d) => sum + d.total[field], 0), field).toBe(whole.total[field]);
+    }
   });
 
   it('measures on the business clock when asked, and says so', async () => {
@@ -266,5 +277,9 @@ describe.each(backends())('reports on $name', (backend) => {
     expect(badZone.status).toBe(400);
     expect(badZone.json.details[0].path).toBe('tz');
     expect((await h.api('GET', `/api/ops/reports?${query}`, { token: coordinator.token })).status).toBe(403);
+    const daily = await h.api('GET', `/api/ops/reports/daily?${query}`, { token: sup.token });
+    expect(daily.status).toBe(200);
+    expect(daily.json.days).toHaveLength(1);
+    expect(daily.json.days[0].total.messagesIn).toBe(1);
   });
 });

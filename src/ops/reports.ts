@@ -280,6 +280,27 @@ export async function buildReport(db: Queryable, q: ReportQuery): Promise<Report
   };
 }
 
+export interface DailySeries {
+  timeZone: string;
+  clock: ClockKind;
+  clockNote: string;
+  slaMinutes: number;
+  /** One entry per local date, oldest first; each is that day's totals (waits counted on the day they start). */
+  days: Array<{ date: string; startsAt: string; endsAt: string; total: ReportRow }>;
+}
+
+/** Day-by-day totals for charts. Each local day is its own report range, so DST days are 23 or 25 hours. */
+export async function buildDailySeries(db: Queryable, q: Omit<ReportQuery, 'groupBy'>): Promise<DailySeries> {
+  const days: DailySeries['days'] = [];
+  let clockNote = '';
+  for (let date = q.from; date <= q.to; date = nextDate(date)) {
+    const report = await buildReport(db, { ...q, groupBy: 'channel', from: date, to: date });
+    clockNote = report.clockNote;
+    days.push({ date, startsAt: report.startsAt, endsAt: report.endsAt, total: report.total });
+  }
+  return { timeZone: q.timeZone, clock: q.clock, clockNote, slaMinutes: q.slaMinutes, days };
+}
+
 export function reportToCsv(report: Report): string {
   const statCols = (s: Stats) => [s.p50, s.p90, s.max].map((v) => (v === null ? '' : v.toFixed(1)));
   const line = (r: ReportRow) => [

@@ -41,6 +41,11 @@ export async function startAlertScheduler(options: AlertSchedulerOptions, { auto
     const got = await session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock($1, $2) AS ok`, [...ALERT_LEADER_LOCK]);
     leader = got.rows[0]?.ok === true;
     if (leader) log.info('this process now evaluates alerts');
+    else {
+      // Only the leader keeps a connection out of the pool; the others ask again next tick.
+      await session.release();
+      session = null;
+    }
     return leader;
   }
 

@@ -64,5 +64,5 @@ CREATE TABLE alert_notifications (
 CREATE INDEX alert_notifications_due ON alert_notifications (next_attempt_at) WHERE state IN ('pending', 'sending');
 
 -- Reports read messages by time and patient.
-CREATE INDEX messages_created_at ON messages (created_at);
-CREATE INDEX patient_events_created_at ON patient_events (created_at) WHERE kind = 'handoff';
+CREATE INDEX ops_messages_created_at ON messages (created_at);
+CREATE INDEX ops_handoffs_created_at ON patient_events (created_at) WHERE kind = 'handoff';
