@@ -1,5 +1,4 @@
 import Fastify from 'fastify';
-import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
 import type { ChannelAdapter } from '../channels/channel.ts';
 import type { OpsConfig } from '../config.ts';
@@ -28,7 +27,8 @@ export async function startOps(args: { db: Db; logger: Logger; adapters: Readonl
   }
   let scheduler: AlertScheduler | undefined;
   if (args.evaluateAlerts) {
-    const mailer = config.smtpUrl ? nodemailer.createTransport(config.smtpUrl) : undefined;
+    // Loaded only when email alerts are configured: it is the one heavy module here, and workers restart often.
+    const mailer = config.smtpUrl ? (await import('nodemailer')).default.createTransport(config.smtpUrl) : undefined;
     scheduler = await startAlertScheduler({
       db,
       logger,
