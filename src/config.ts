@@ -89,6 +89,13 @@ const EnvSchema = z
         })
         .optional(),
     ),
+    METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    METRICS_PORT: optionalString.pipe(z.string().regex(/^\d+$/, 'a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
+    METRICS_HOST: z.string().default('127.0.0.1'),
+    ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
+    ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    SMTP_URL: optionalString.pipe(z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional()),
+    ALERT_EMAIL_FROM: optionalString.pipe(z.email().optional()),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -180,6 +187,7 @@ export interface Config {
   /** Outbound email; unset outside demo mode means no email replies. */
   email?: SmtpSendConfig;
   calls: CallsConfig;
+  ops: OpsConfig;
 }
 
 export interface SmtpSendConfig {
@@ -209,6 +217,18 @@ export interface CallsConfig {
   visitLinkTtlMinutes?: number;
   /** RTCIceServer[] for video visits (STUN/TURN), from VISIT_ICE_SERVERS as JSON. */
   visitIceServers?: unknown[];
+}
+
+export interface OpsConfig {
+  /** GET /metrics on the main port needs this bearer token; unset = not served there. */
+  metricsToken?: string;
+  /** A separate listener that serves only /metrics, unauthenticated: bind it to loopback or a private network. */
+  metricsPort?: number;
+  metricsHost: string;
+  alertsIntervalMs: number;
+  alertWebhookSecret?: string;
+  smtpUrl?: string;
+  alertEmailFrom?: string;
 }
 
 export class ConfigError extends Error {
@@ -296,6 +316,15 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       voicemailGreeting: e.VOICEMAIL_GREETING,
       visitLinkTtlMinutes: e.VISIT_LINK_TTL_MINUTES,
       visitIceServers: e.VISIT_ICE_SERVERS,
+    },
+    ops: {
+      metricsToken: e.METRICS_TOKEN,
+      metricsPort: e.METRICS_PORT,
+      metricsHost: e.METRICS_HOST,
+      alertsIntervalMs: e.ALERTS_INTERVAL_MS,
+      alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
+      smtpUrl: e.SMTP_URL,
+      alertEmailFrom: e.ALERT_EMAIL_FROM,
     },
   };
 }

@@ -9,6 +9,8 @@ import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
 import { buildCallSettings, createMediaStorage, startCallsWorker } from './calls/index.ts';
 import { createTranscriber, parseTranscriptionConfig } from './transcription/config.ts';
+import { createOpsMetrics } from './ops/metrics.ts';
+import { startOps } from './ops/start.ts';
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
     email = demoEmail.email;
   }
   const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}), db, webchat: true, email });
+  const metrics = createOpsMetrics();
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
   const mediaStorage = createMediaStorage(config.calls);
@@ -51,7 +54,7 @@ async function main(): Promise<void> {
     // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
     const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
@@ -69,7 +72,7 @@ async function main(): Promise<void> {
     smtpListen = { host: config.smtpListen.host, port: listener.port };
   }
   if (config.roles.includes('worker')) {
-    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules });
+    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules, metrics });
     stops.push(() => worker.stop());
     if (twilio) {
       const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
@@ -81,6 +84,8 @@ async function main(): Promise<void> {
       }
     }
   }
+  const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker') });
+  stops.push(() => ops.stop());
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -97,6 +102,7 @@ async function main(): Promise<void> {
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
   if (smtpListen) lines.push(`  Inbound email:  SMTP on ${smtpListen.host}:${smtpListen.port}`);
   if (webUrl && !webchatSecret) lines.push('  Web chat:       off (set WEBCHAT_LINK_SECRET)');
+  if (ops.metricsUrl) lines.push(`  Metrics:        ${ops.metricsUrl}  (no token: keep this listener private)`);
   if (demo && webUrl) {
     const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}), smtpListen });
     lines.push(

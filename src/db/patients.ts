@@ -8,6 +8,7 @@ import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
+  // Only a human reply stops the waiting clock; an automatic reply (after-hours notice, HELP answer) does not.
   const waiting =
     change === 'inbound' ? 'COALESCE(waiting_since, now())' : change === 'reply' ? 'NULL' : 'waiting_since';
   const touched = change === 'event' ? 'last_message_at' : 'now()';
@@ -39,7 +40,20 @@ class DuplicateInbound extends Error {}
  * Stores one inbound message exactly once: the first delivery of a provider message id creates it (and the
  * patient, for a new address); every redelivery finds it and changes nothing.
  */
-export async function recordInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+export async function recordInbound(db: Db, event: InboundMessage, metrics?: InboundMetrics): Promise<InboundResult> {
+  const result = await storeInbound(db, event);
+  if (result.duplicate) metrics?.duplicateDropped('inbound');
+  else metrics?.inboundStored(event.channel);
+  return result;
+}
+
+/** What recordInbound reports to metrics (src/ops/metrics.ts implements it). */
+export interface InboundMetrics {
+  inboundStored(channel: string): void;
+  duplicateDropped(kind: 'inbound'): void;
+}
+
+async function storeInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
   // A merge or an undo that moves this identity while we wait for the patient's lock makes us start again,
   // so the message lands in the log its identity belongs to now.
   for (let attempt = 1; ; attempt++) {

@@ -19,6 +19,8 @@ import { registerVoiceWebhookRoutes } from './voice-webhooks.ts';
 import { registerCallsApiRoutes } from './calls-api.ts';
 import { registerVisitRoutes } from './visits.ts';
 import type { CallSettings } from '../calls/settings.ts';
+import { registerOpsRoutes } from './ops-api.ts';
+import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
   db: Db;
@@ -39,6 +41,10 @@ export interface AppDeps {
   webchat?: WebchatSettings;
   /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
   calls?: CallSettings;
+  /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */
+  metrics?: OpsMetrics;
+  /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
+  metricsToken?: string;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -84,6 +90,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerVoiceWebhookRoutes(app, deps);
   await registerCallsApiRoutes(app, deps);
   await registerVisitRoutes(app, deps);
+  await registerOpsRoutes(app, deps);
   return app;
 }
 

@@ -7,6 +7,7 @@ import { insertCoordinator } from '../db/coordinators.ts';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../outbox/relay.ts';
 import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
+import type { AppDeps } from '../http/server.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
 import { startFakeMeta, type FakeMeta } from './fake-meta.ts';
@@ -67,7 +68,7 @@ export interface HarnessMetaOptions {
   whatsappTemplate?: { name: string; languageCode: string };
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { mediaDir: string } } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { mediaDir: string }; app?: Partial<AppDeps> } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
@@ -90,7 +91,7 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir: options.calls.mediaDir, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: createMediaStorage(options.calls), timeoutMs: 2_000 })
     : undefined;
   const webchat = options.webchat ? { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 3_600_000 } : undefined;
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat, calls });
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat, calls, ...options.app });
   const smtpListener = options.email ? await startSmtpListener({ db: database.db, logger, host: '127.0.0.1', port: 0 }) : undefined;
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
