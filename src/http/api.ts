@@ -7,6 +7,8 @@ import { canAccessPatient, handOff, listInbox, readTimeline } from '../db/patien
 import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { assertNotLockedOut, sessionCaller } from './session-api.ts';
+import { recordLoginFailure } from '../db/web-sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,9 +36,12 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   /** Every /api route but login and health needs a bearer token. */
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health')) return;
+    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health') || request.url.startsWith('/api/session/login')) return;
     const header = request.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    // The web app signs in with a session cookie (and a CSRF header on writes) instead: see session-api.ts.
+    if (!token) request.caller = await sessionCaller(db, request, deps.sessionIdleMs);
+    if (!token && request.caller) return;
     if (!token) throw new UnauthorizedError('an Authorization: Bearer token is required');
     const caller = await findCoordinatorByToken(db, token);
     if (!caller) throw new UnauthorizedError('the token is invalid, expired or revoked');
@@ -63,9 +68,11 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   app.post('/api/auth/login', async (request, reply) => {
     const { email, password } = parseInput(LoginBody, request.body);
+    await assertNotLockedOut(db, { email, ip: request.ip });
     const coordinator = await findCoordinatorForLogin(db, email);
     const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
     if (!coordinator || !valid) {
+      await recordLoginFailure(db, { email, ip: request.ip });
       await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email }, ip: request.ip });
       throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
     }
