@@ -25,6 +25,7 @@ const EnvSchema = z
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+    SESSION_IDLE_MINUTES: z.coerce.number().min(1).max(24 * 60).default(120),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -61,6 +62,8 @@ export interface Config {
   outboxBatchSize: number;
   outboxPollMs: number;
   tokenTtlMs: number;
+  /** Browser sessions end after this long without a request. */
+  sessionIdleMs: number;
   roles: Role[];
 }
 
@@ -103,6 +106,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     roles,
   };
 }

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
@@ -50,6 +50,7 @@ async function main(): Promise<void> {
 
   const lines = [`Switchboard is running (roles: ${config.roles.join(', ')}; storage: ${config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/pglite`})`];
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
+  if (webUrl) lines.push(`  Web app:        ${config.publicBaseUrl}/  (sign in with a login below)`);
   if (demo && webUrl) {
     const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio });
     lines.push(

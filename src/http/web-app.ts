@@ -27,24 +27,23 @@ export async function registerWebApp(app: FastifyInstance, root = WEB_DIST_DIR):
     return;
   }
   await app.register(fastifyStatic, {
-    root,
-    // Only the files present at start-up get routes; everything else reaches the SPA fallback below.
-    wildcard: false,
+    root: `${root}assets`,
+    prefix: '/assets/',
     index: false,
     setHeaders(res, path) {
       for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.header(name, value);
       // Vite names assets by content hash, so they never change; index.html must always be revalidated.
-      res.header('cache-control', path.includes('/assets/') ? 'public, max-age=31536000, immutable' : 'no-cache');
+      res.header('cache-control', path.includes('assets') ? 'public, max-age=31536000, immutable' : 'no-cache');
     },
   });
   const sendApp = async (_request: unknown, reply: FastifyReply) => {
     setSecurityHeaders(reply);
-    return reply.header('cache-control', 'no-cache').sendFile('index.html');
+    return reply.header('cache-control', 'no-cache').sendFile('index.html', root);
   };
   app.get('/', sendApp);
   app.get('/*', async (request, reply) => {
     const path = request.url.split('?')[0]!;
-    if (path.startsWith('/api/') || path.startsWith('/webhooks/') || path.startsWith('/assets/')) {
+    if (path.startsWith('/api/') || path.startsWith('/webhooks/')) {
       return reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${path}` });
     }
     return sendApp(request, reply);
