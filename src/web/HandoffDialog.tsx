@@ -32,7 +32,7 @@ export function HandoffDialog(props: { patientId: string; me: Me; directory: Dir
     <dialog ref={dialog} className="dialog" aria-labelledby="handoff-title" onClose={props.onClose}>
       <form onSubmit={(e) => void submit(e)}>
         <h2 id="handoff-title">Hand off this patient</h2>
-        <label htmlFor="handoff-target">To</label>
+        <label htmlFor="handoff-target">Hand off to</label>
         <select id="handoff-target" required value={target} onChange={(e) => setTarget(e.target.value)}>
           <option value="">Choose a coordinator or team…</option>
           <optgroup label="Coordinators">
