@@ -95,7 +95,8 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.get('/api/inbox', async (request) => {
     const caller = callerOf(request);
     const { scope, limit } = parseInput(InboxQuery, request.query);
-    const everyone = scope === 'all' && caller.role !== 'coordinator';
+    // Only admins see every patient; supervisors see their teams (GET /api/conversations, visibility.ts).
+    const everyone = scope === 'all' && caller.role === 'admin';
     const rows = await listInbox(db, { coordinatorId: everyone ? null : caller.id, limit });
     await appendAudit(db, { actorId: caller.id, action: 'inbox.read', detail: { scope: everyone ? 'all' : 'mine', patients: rows.length }, ip: request.ip });
     return { patients: rows };
