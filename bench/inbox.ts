@@ -23,7 +23,7 @@ const PATIENTS = Number(process.env.BENCH_INBOX_PATIENTS ?? 10_000);
 const MESSAGES_PER_PATIENT = Number(process.env.BENCH_INBOX_MESSAGES_PER_PATIENT ?? 100);
 const COORDINATORS = 50;
 const TEAMS = 5;
-const REQUESTS = 300;
+const REQUESTS = 200;
 const PASSWORD = 'bench-password-0001';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--no-first-run'];
 
@@ -78,7 +78,8 @@ async function bulkLoad(db: Db): Promise<void> {
      FROM generate_series(0, $1 - 1) p, generate_series(1, $2) s`,
     [PATIENTS, MESSAGES_PER_PATIENT],
   );
-  await db.query(`ANALYZE`);
+  // As autovacuum would have by now: fresh statistics, and a visibility map so counts can be index-only.
+  await db.exec(`VACUUM ANALYZE`);
 }
 
 async function timeRequests(url: string, token: string, n: number): Promise<{ p50: number; p99: number; rows: number }> {

@@ -23,6 +23,7 @@ import { startOutboxRelay } from '../src/outbox/relay.ts';
 import { startWeb } from '../src/services/web.ts';
 import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
+import { benchInbox } from './inbox.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const CONCURRENCY = 16;
@@ -282,6 +283,7 @@ async function main(): Promise<void> {
     }
     console.log('');
   }
+  if (backends[0]?.name === 'postgres') await benchInbox(adminUrl);
 }
 
 await main();

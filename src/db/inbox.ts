@@ -1,7 +1,7 @@
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { nextSeq } from './patients.ts';
-import { visibleSql, type Viewer } from './visibility.ts';
+import type { Viewer } from './visibility.ts';
 
 export type ConversationFilter = 'all' | 'mine' | 'unread' | 'waiting' | 'team';
 
@@ -35,42 +35,51 @@ export async function listConversations(
   viewer: Viewer,
   args: { filter: ConversationFilter; q?: string; limit: number },
 ): Promise<ConversationRow[]> {
-  const params: unknown[] = [viewer.id, viewer.role, args.limit];
-  const where: string[] = [visibleSql('$1::uuid', '$2::text')];
-  if (args.filter === 'mine') where.push('a.coordinator_id = $1::uuid');
-  if (args.filter === 'team') where.push('a.coordinator_id IS NULL AND a.team_id IS NOT NULL');
+  const params: unknown[] = [];
+  const param = (value: unknown) => {
+    params.push(value);
+    return `$${params.length}`;
+  };
+  const me = param(viewer.id);
+  const limit = param(args.limit);
+  const visible = await visibleAssignmentsSql(db, viewer, me, param);
+  const where: string[] = ['true'];
+  if (args.filter === 'mine') where.push(`v.coordinator_id = ${me}::uuid`);
+  if (args.filter === 'team') where.push('v.coordinator_id IS NULL AND v.team_id IS NOT NULL');
   if (args.filter === 'waiting') where.push('p.waiting_since IS NOT NULL');
   if (args.filter === 'unread') {
     where.push(`EXISTS (SELECT 1 FROM messages m WHERE m.patient_id = p.id AND m.direction = 'inbound' AND m.seq > COALESCE(rp.seq, 0))`);
   }
   const q = args.q?.trim();
   if (q) {
-    params.push(likePattern(q), q);
+    const like = param(likePattern(q));
+    const words = param(q);
     const digits = q.replace(/[^\d]/g, '');
-    const phone = digits.length >= 3 ? `OR EXISTS (SELECT 1 FROM channel_identities ci WHERE ci.patient_id = p.id AND ci.address LIKE '%' || $6 || '%')` : '';
-    if (phone) params.push(digits);
-    where.push(`(p.display_name ILIKE $4
-      OR EXISTS (SELECT 1 FROM channel_identities ci WHERE ci.patient_id = p.id AND ci.address ILIKE $4)
+    const phone = digits.length >= 3 ? `OR EXISTS (SELECT 1 FROM channel_identities ci WHERE ci.patient_id = p.id AND ci.address LIKE '%' || ${param(digits)} || '%')` : '';
+    where.push(`(p.display_name ILIKE ${like}
+      OR EXISTS (SELECT 1 FROM channel_identities ci WHERE ci.patient_id = p.id AND ci.address ILIKE ${like})
       ${phone}
-      OR EXISTS (SELECT 1 FROM messages m WHERE m.patient_id = p.id AND to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $5)))`);
+      OR EXISTS (SELECT 1 FROM messages m WHERE m.patient_id = p.id AND to_tsvector('simple', m.body) @@ plainto_tsquery('simple', ${words})))`);
   }
   const result = await db.query<Record<string, any>>(
-    `WITH page AS (
+    `WITH v AS (${visible}),
+     page AS (
        SELECT p.id, p.display_name, p.waiting_since, p.last_message_at, p.priority, p.tags, p.last_seq,
-              a.coordinator_id, a.team_id, COALESCE(rp.seq, 0) AS read_seq
-       FROM patients p
-       LEFT JOIN assignments a ON a.patient_id = p.id
-       LEFT JOIN read_positions rp ON rp.coordinator_id = $1::uuid AND rp.patient_id = p.id
+              v.coordinator_id, v.team_id, COALESCE(rp.seq, 0) AS read_seq
+       -- One primary-key probe per visible patient (OFFSET 0 keeps the planner from turning it into a scan of
+       -- every patient); the visible set is the viewer's own, usually a few hundred.
+       FROM v CROSS JOIN LATERAL (SELECT * FROM patients WHERE id = v.patient_id OFFSET 0) p
+       LEFT JOIN read_positions rp ON rp.coordinator_id = ${me}::uuid AND rp.patient_id = p.id
        WHERE ${where.join(' AND ')}
        ORDER BY p.waiting_since ASC NULLS LAST, p.last_message_at DESC NULLS LAST, p.id
-       LIMIT $3)
+       LIMIT ${limit})
      SELECT page.*, lm.body, lm.direction, lm.channel, lm.status, lm.created_at AS lm_at, lm.automatic,
             (SELECT count(*)::int FROM (SELECT 1 FROM messages m WHERE m.patient_id = page.id AND m.direction = 'inbound'
                                          AND m.seq > page.read_seq LIMIT ${UNREAD_CAP}) u) AS unread,
-            (SELECT ci.address FROM channel_identities ci WHERE ci.patient_id = page.id
-             ORDER BY ci.last_inbound_at DESC NULLS LAST, ci.created_at DESC LIMIT 1) AS address
+            COALESCE(lm.address, (SELECT ci.address FROM channel_identities ci WHERE ci.patient_id = page.id
+                                  ORDER BY ci.last_inbound_at DESC NULLS LAST, ci.created_at DESC LIMIT 1)) AS address
      FROM page
-     LEFT JOIN LATERAL (SELECT body, direction, channel, status, created_at, automatic FROM messages m
+     LEFT JOIN LATERAL (SELECT body, direction, channel, status, created_at, automatic, address FROM messages m
                         WHERE m.patient_id = page.id ORDER BY m.seq DESC LIMIT 1) lm ON true
      ORDER BY page.waiting_since ASC NULLS LAST, page.last_message_at DESC NULLS LAST, page.id`,
     params,
@@ -92,6 +101,28 @@ export async function listConversations(
         ? null
         : { body: row.body, direction: row.direction, channel: row.channel, status: row.status, at: row.lm_at, automatic: row.automatic },
   }));
+}
+
+/**
+ * The viewer's visible (patient_id, coordinator_id, team_id) rows as a UNION of index scans: `visibleSql`'s rule
+ * (visibility.ts) specialised to the viewer's team memberships, read first. One OR-ed predicate would make
+ * PostgreSQL scan every assignment; this keeps the inbox proportional to the viewer's own patients.
+ */
+async function visibleAssignmentsSql(db: Queryable, viewer: Viewer, me: string, param: (value: unknown) => string): Promise<string> {
+  if (viewer.role === 'admin') return `SELECT p0.id AS patient_id, a.coordinator_id, a.team_id FROM patients p0 LEFT JOIN assignments a ON a.patient_id = p0.id`;
+  const memberships = await db.query<{ team_id: string; role: string }>(`SELECT team_id, role FROM team_members WHERE coordinator_id = $1`, [viewer.id]);
+  const teams = memberships.rows.map((row) => row.team_id);
+  const supervised = memberships.rows.filter((row) => row.role === 'supervisor' || viewer.role === 'supervisor').map((row) => row.team_id);
+  const branches = [`SELECT patient_id, coordinator_id, team_id FROM assignments WHERE coordinator_id = ${me}::uuid`];
+  if (teams.length > 0) branches.push(`SELECT patient_id, coordinator_id, team_id FROM assignments WHERE coordinator_id IS NULL AND team_id = ANY(${param(teams)}::uuid[])`);
+  if (supervised.length > 0) {
+    const ids = param(supervised);
+    branches.push(`SELECT patient_id, coordinator_id, team_id FROM assignments WHERE team_id = ANY(${ids}::uuid[])`);
+    branches.push(
+      `SELECT patient_id, coordinator_id, team_id FROM assignments WHERE coordinator_id IN (SELECT coordinator_id FROM team_members WHERE team_id = ANY(${ids}::uuid[]))`,
+    );
+  }
+  return branches.join(' UNION ');
 }
 
 /** Moves the caller's read position forward (never back) to `seq`, capped at the patient's log end. */

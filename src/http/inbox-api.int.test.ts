@@ -1,6 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { backends } from '../test/databases.ts';
-import { eventually, startHarness, type Harness } from '../test/harness.ts';
+import pino from 'pino';
+import { createPostgresDb } from '../db/db.ts';
+import { startWeb } from '../services/web.ts';
+import { eventually, freePort, startHarness, type Harness } from '../test/harness.ts';
 
 interface WebLogin {
   cookie: string;
@@ -67,6 +70,38 @@ function openLive(h: Harness, login: WebLogin, lastEventId?: string) {
     },
   };
 }
+
+describe.each(backends().filter((b) => b.name === 'postgres'))('live updates across server processes on $name', (backend) => {
+  // PGlite is one process by design (README), so this runs on PostgreSQL only.
+  let h: Harness;
+  beforeEach(async () => {
+    h = await startHarness(backend);
+  });
+  afterEach(async () => {
+    await h.close();
+  });
+
+  it('a browser on one web process hears a message written through another', async () => {
+    const ada = await h.createCoordinator({ name: 'Ada' });
+    await h.sendSms('+15550000061', 'first');
+    const other = createPostgresDb({ connectionString: h.database.url!, poolSize: 4 });
+    const port = await freePort();
+    const otherWeb = await startWeb({ db: other, logger: pino({ level: 'silent' }), adapters: h.adapters, publicBaseUrl: `http://127.0.0.1:${port}`, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+    const otherHarness = { ...h, baseUrl: `http://127.0.0.1:${port}` } as Harness;
+    const login = await webLogin(otherHarness, ada.email, ada.password);
+    const live = openLive(otherHarness, login);
+    try {
+      await eventually(() => live.events.some((e) => e.event === 'hello'), { what: 'hello' });
+      // Written by the harness's process (its own pool and LISTEN connection), heard on the other one.
+      await h.sendSms('+15550000061', 'second, via process A');
+      await eventually(() => live.events.find((e) => e.event === 'activity' && e.data.kind === 'message'), { what: 'message event on process B' });
+    } finally {
+      await live.close();
+      await otherWeb.stop();
+      await other.close();
+    }
+  });
+});
 
 describe.each(backends())('coordinator web API on $name', (backend) => {
   let h: Harness;
