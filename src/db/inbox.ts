@@ -311,6 +311,29 @@ export async function supervisorOverview(db: Queryable, viewer: Viewer): Promise
   };
 }
 
+export async function createTeam(db: Queryable, args: { name: string; timezone: string }): Promise<{ id: string; name: string; timezone: string } | null> {
+  const result = await db.query<{ id: string; name: string; timezone: string }>(
+    `INSERT INTO teams (name, timezone) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id, name, timezone`,
+    [args.name, args.timezone],
+  );
+  return result.rows[0] ?? null;
+}
+
+/** Adds a coordinator to a team or changes their role in it; false when the team or coordinator does not exist. */
+export async function setTeamMember(db: Queryable, args: { teamId: string; coordinatorId: string; role: 'member' | 'supervisor' }): Promise<boolean> {
+  const result = await db.query(
+    `INSERT INTO team_members (team_id, coordinator_id, role)
+     SELECT t.id, c.id, $3 FROM teams t, coordinators c WHERE t.id = $1 AND c.id = $2
+     ON CONFLICT (team_id, coordinator_id) DO UPDATE SET role = EXCLUDED.role`,
+    [args.teamId, args.coordinatorId, args.role],
+  );
+  return result.rowCount > 0;
+}
+
+export async function removeTeamMember(db: Queryable, teamId: string, coordinatorId: string): Promise<boolean> {
+  return (await db.query(`DELETE FROM team_members WHERE team_id = $1 AND coordinator_id = $2`, [teamId, coordinatorId])).rowCount > 0;
+}
+
 export async function listTeams(db: Queryable): Promise<Array<{ id: string; name: string }>> {
   return (await db.query<{ id: string; name: string }>(`SELECT id, name FROM teams ORDER BY name`)).rows;
 }

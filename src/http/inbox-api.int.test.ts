@@ -188,11 +188,16 @@ describe.each(backends())('coordinator web API on $name', (backend) => {
     const adaList = await h.api('GET', '/api/conversations', { token: ada.token });
     expect(adaList.json.conversations.map((c: any) => c.patientId)).toEqual([adaPatient]);
 
-    // A team queue is visible to its members; its supervisor sees members' patients too.
-    const team = await h.database.db.query<{ id: string }>(`INSERT INTO teams (name) VALUES ('Cardiology') RETURNING id`);
-    const teamId = team.rows[0]!.id;
+    // A team queue is visible to its members; its supervisor sees members' patients too. Admins manage teams.
+    const admin = await h.createCoordinator({ name: 'Root', role: 'admin' });
+    expect((await h.api('POST', '/api/admin/teams', { token: ada.token, body: { name: 'Cardiology' } })).status).toBe(403);
+    const team = await h.api('POST', '/api/admin/teams', { token: admin.token, body: { name: 'Cardiology' } });
+    expect(team.status).toBe(201);
+    const teamId = team.json.id;
     const sup = await h.createCoordinator({ name: 'Sue', role: 'supervisor' });
-    await h.database.db.query(`INSERT INTO team_members (team_id, coordinator_id, role) VALUES ($1, $2, 'member'), ($1, $3, 'supervisor')`, [teamId, ada.id, sup.id]);
+    expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: ada.id } })).status).toBe(204);
+    expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: sup.id, role: 'supervisor' } })).status).toBe(204);
+    expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: '00000000-0000-4000-8000-000000000000' } })).status).toBe(404);
     expect((await h.api('POST', `/api/patients/${gracePatient}/handoff-team`, { token: grace.token, body: { toTeamId: teamId, note: 'cardiology question' } })).status).toBe(201);
     expect((await h.api('GET', `/api/patients/${gracePatient}`, { token: grace.token })).status).toBe(404);
     const queue = await h.api('GET', '/api/conversations?filter=team', { token: ada.token });
@@ -204,6 +209,9 @@ describe.each(backends())('coordinator web API on $name', (backend) => {
     const overview = await h.api('GET', '/api/supervisor/overview', { token: sup.token });
     expect(overview.json.teams).toEqual([expect.objectContaining({ teamId, name: 'Cardiology', queued: 1, waiting: 1 })]);
     expect(overview.json.coordinators.map((c: any) => c.name).sort()).toEqual(['Ada', 'Sue']);
+    // Leaving the team takes its queue away.
+    expect((await h.api('DELETE', `/api/admin/teams/${teamId}/members/${ada.id}`, { token: admin.token })).status).toBe(204);
+    expect((await h.api('GET', `/api/patients/${gracePatient}/timeline`, { token: ada.token })).status).toBe(404);
   });
 
   it('lists conversations oldest-waiting first with unread counts, filters and server-side search', async () => {

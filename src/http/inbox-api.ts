@@ -5,6 +5,9 @@ import { appendAudit } from '../db/audit.ts';
 import type { Coordinator } from '../db/coordinators.ts';
 import {
   addNote,
+  createTeam,
+  removeTeamMember,
+  setTeamMember,
   deleteCannedResponse,
   handOffToTeam,
   listCannedResponses,
@@ -38,6 +41,9 @@ const CannedBody = z.object({
   body: z.string().trim().min(1).max(1600),
 });
 const IdParams = z.object({ id: z.uuid() });
+const TeamBody = z.object({ name: z.string().trim().min(1).max(200), timezone: z.string().trim().min(1).max(64).default('UTC') });
+const MemberBody = z.object({ coordinatorId: z.uuid(), role: z.enum(['member', 'supervisor']).default('member') });
+const MemberParams = z.object({ id: z.uuid(), coordinatorId: z.uuid() });
 const ReassignBody = z
   .object({
     patientIds: z.array(z.uuid()).min(1).max(500),
@@ -130,6 +136,32 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
   });
 
   app.get('/api/teams', async () => ({ teams: await listTeams(db) }));
+
+  app.post('/api/admin/teams', async (request, reply) => {
+    const caller = requireAdmin(request);
+    const input = parseInput(TeamBody, request.body);
+    const team = await createTeam(db, input);
+    if (!team) throw new ConflictError('team_exists', 'a team with that name exists');
+    await appendAudit(db, { actorId: caller.id, action: 'team.create', detail: { teamId: team.id }, ip: request.ip });
+    return reply.status(201).send(team);
+  });
+
+  app.put('/api/admin/teams/:id/members', async (request, reply) => {
+    const caller = requireAdmin(request);
+    const { id } = parseInput(IdParams, request.params);
+    const input = parseInput(MemberBody, request.body);
+    if (!(await setTeamMember(db, { teamId: id, ...input }))) throw new NotFoundError('team or coordinator');
+    await appendAudit(db, { actorId: caller.id, action: 'team.member_set', detail: { teamId: id, ...input }, ip: request.ip });
+    return reply.status(204).send();
+  });
+
+  app.delete('/api/admin/teams/:id/members/:coordinatorId', async (request, reply) => {
+    const caller = requireAdmin(request);
+    const { id, coordinatorId } = parseInput(MemberParams, request.params);
+    if (!(await removeTeamMember(db, id, coordinatorId))) throw new NotFoundError('team member');
+    await appendAudit(db, { actorId: caller.id, action: 'team.member_remove', detail: { teamId: id, coordinatorId }, ip: request.ip });
+    return reply.status(204).send();
+  });
 
   app.get('/api/canned-responses', async () => ({ cannedResponses: await listCannedResponses(db) }));
 

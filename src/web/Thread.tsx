@@ -20,6 +20,7 @@ export function Thread(props: { me: Me; patientId: string; live: Live; now: numb
   const anchor = useRef<{ height: number; top: number } | null>(null);
   const stickToBottom = useRef(true);
   const readSeq = useRef(0);
+  const pagedFrom = useRef(false);
 
   const merge = useCallback((incoming: TimelineItem[]) => {
     setItems((current) => {
@@ -33,7 +34,11 @@ export function Thread(props: { me: Me; patientId: string; live: Live; now: numb
     try {
       const page = await api<TimelinePage>('GET', `/api/patients/${patientId}/timeline?limit=${PAGE}`);
       merge(page.items);
-      setNextBefore((current) => current ?? page.nextBefore);
+      // Only the first page sets where older history starts; later refreshes of the newest page must not.
+      if (!pagedFrom.current) {
+        pagedFrom.current = true;
+        setNextBefore(page.nextBefore);
+      }
       setState('ready');
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) setState((s) => (s === 'gone' ? s : 'missing'));

@@ -165,6 +165,37 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     await expectNoSeriousAxeViolations(page);
   });
 
+  it('loads older history page by page as the coordinator scrolls up', async () => {
+    const lee = await h.createCoordinator({ name: 'Lee' });
+    await h.database.db.query(`UPDATE coordinators SET is_available = false WHERE id <> $1`, [lee.id]);
+    await h.sendSms('+15557770005', 'the very first message');
+    await h.database.db.query(`UPDATE coordinators SET is_available = true`);
+    const patient = await h.database.db.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE address = '+15557770005'`);
+    const patientId = patient.rows[0]!.patient_id;
+    // 120 more messages after the first message and its assignment event (seq 1 and 2).
+    await h.database.db.query(
+      `INSERT INTO messages (patient_id, seq, direction, channel, address, body, status)
+       SELECT $1, s, 'inbound', 'sms', '+15557770005', 'history ' || s, 'received' FROM generate_series(3, 122) s`,
+      [patientId],
+    );
+    await h.database.db.query(`UPDATE patients SET last_seq = 122 WHERE id = $1`, [patientId]);
+    const page = await signIn(lee.email, lee.password);
+    await page.locator(`[data-patient-id="${patientId}"]`).click();
+    await page.locator('.timeline [data-seq="122"]').waitFor();
+    expect(await page.locator('.timeline .message').count()).toBe(50);
+    await expect
+      .poll(
+        async () => {
+          await page.locator('.timeline').evaluate((el) => el.scrollTo(0, 0));
+          return page.locator('.timeline').getByText('the very first message').count();
+        },
+        { timeout: 15_000 },
+      )
+      .toBe(1);
+    expect(await page.locator('.timeline .message').count()).toBe(121);
+    await page.getByText('Start of the conversation').waitFor();
+  });
+
   it('shows supervisors every queue with load and oldest wait', async () => {
     const sup = await h.createCoordinator({ name: 'Sam', role: 'supervisor' });
     const team = await h.database.db.query<{ id: string }>(`INSERT INTO teams (name) VALUES ('Primary care') RETURNING id`);
