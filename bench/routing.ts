@@ -3,6 +3,7 @@
  * nested groups included) and 100 coordinators. Rules are specific, so most messages are tested against most of
  * them before one matches or the default applies: close to the engine's worst case. BENCH_SECONDS overrides ~2 s.
  */
+import { pathToFileURL } from 'node:url';
 import { compileRuleSet, routeMessage, validateRuleSet, type Condition, type CoordinatorFact, type RoutingFacts, type Target } from '../src/core/routing/index.ts';
 
 const RULES = 200;
@@ -135,33 +136,65 @@ const factSets: Array<{ facts: RoutingFacts; now: Date }> = Array.from({ length:
   now: new Date(base + Math.floor(random() * 7 * 86_400_000)),
 }));
 
-// Warm up the JIT, then measure.
-for (let i = 0; i < 20_000; i++) {
-  const s = factSets[i % FACT_SETS]!;
-  routeMessage(compiled, s.facts, s.now);
+export interface RoutingBenchResult {
+  rules: number;
+  coordinators: number;
+  decisions: number;
+  seconds: number;
+  perSecond: number;
+  validateMs: number;
+  compileMs: number;
+  rulesPerDecision: number;
+  defaultedPct: number;
+  queuedPct: number;
 }
 
-let decisions = 0;
-let rulesEvaluated = 0;
-let queued = 0;
-let defaulted = 0;
-const start = performance.now();
-const deadline = start + SECONDS * 1000;
-while (performance.now() < deadline) {
-  for (let i = 0; i < 1000; i++) {
-    const s = factSets[(decisions + i) % FACT_SETS]!;
-    const decision = routeMessage(compiled, s.facts, s.now);
-    rulesEvaluated += decision.explanation.rulesEvaluated;
-    if (decision.assignment.kind === 'queue') queued++;
-    if (decision.ruleId === 'default') defaulted++;
+/** Routing decisions per second on this core, for 200 rules and 100 coordinators (used by bench/run.ts too). */
+export function benchRouting(seconds = SECONDS): RoutingBenchResult {
+  // Warm up the JIT, then measure.
+  for (let i = 0; i < 20_000; i++) {
+    const s = factSets[i % FACT_SETS]!;
+    routeMessage(compiled, s.facts, s.now);
   }
-  decisions += 1000;
-}
-const elapsedS = (performance.now() - start) / 1000;
-const perSecond = decisions / elapsedS;
 
-console.log(`routing: ${RULES} rules, ${COORDINATORS} coordinators, ${FACT_SETS} distinct messages`);
-console.log(`  validate ${validateMs.toFixed(1)} ms, compile ${compileMs.toFixed(1)} ms`);
-console.log(`  ${decisions} decisions in ${elapsedS.toFixed(2)} s → ${Math.round(perSecond).toLocaleString('en-US')} decisions/s (${(1e6 / perSecond).toFixed(2)} µs each)`);
-console.log(`  rules tested per decision ${(rulesEvaluated / decisions).toFixed(1)}, default rule ${((100 * defaulted) / decisions).toFixed(1)}%, queued ${((100 * queued) / decisions).toFixed(1)}%`);
-console.log(`  target ≥ 100,000/s: ${perSecond >= 100_000 ? 'met' : 'NOT met'}`);
+  let decisions = 0;
+  let rulesEvaluated = 0;
+  let queued = 0;
+  let defaulted = 0;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  while (performance.now() < deadline) {
+    for (let i = 0; i < 1000; i++) {
+      const s = factSets[(decisions + i) % FACT_SETS]!;
+      const decision = routeMessage(compiled, s.facts, s.now);
+      rulesEvaluated += decision.explanation.rulesEvaluated;
+      if (decision.assignment.kind === 'queue') queued++;
+      if (decision.ruleId === 'default') defaulted++;
+    }
+    decisions += 1000;
+  }
+  const elapsedS = (performance.now() - start) / 1000;
+  return {
+    rules: RULES,
+    coordinators: COORDINATORS,
+    decisions,
+    seconds: elapsedS,
+    perSecond: decisions / elapsedS,
+    validateMs,
+    compileMs,
+    rulesPerDecision: rulesEvaluated / decisions,
+    defaultedPct: (100 * defaulted) / decisions,
+    queuedPct: (100 * queued) / decisions,
+  };
+}
+
+export function printRoutingBench(r: RoutingBenchResult): void {
+  console.log(`routing: ${r.rules} rules, ${r.coordinators} coordinators, ${FACT_SETS} distinct messages`);
+  console.log(`  validate ${r.validateMs.toFixed(1)} ms, compile ${r.compileMs.toFixed(1)} ms`);
+  console.log(`  ${r.decisions} decisions in ${r.seconds.toFixed(2)} s → ${Math.round(r.perSecond).toLocaleString('en-US')} decisions/s (${(1e6 / r.perSecond).toFixed(2)} µs each)`);
+  console.log(`  rules tested per decision ${r.rulesPerDecision.toFixed(1)}, default rule ${r.defaultedPct.toFixed(1)}%, queued ${r.queuedPct.toFixed(1)}%`);
+  console.log(`  target ≥ 100,000/s: ${r.perSecond >= 100_000 ? 'met' : 'NOT met'}`);
+}
+
+// Run directly (node --import tsx bench/routing.ts), not when imported by bench/run.ts.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) printRoutingBench(benchRouting());

@@ -24,6 +24,7 @@ import { startWeb } from '../src/services/web.ts';
 import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
 import { benchInbox } from './inbox.ts';
+import { benchRouting, printRoutingBench } from './routing.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const CONCURRENCY = 16;
@@ -284,6 +285,7 @@ async function main(): Promise<void> {
     console.log('');
   }
   if (backends[0]?.name === 'postgres') await benchInbox(adminUrl);
+  printRoutingBench(benchRouting());
 }
 
 await main();

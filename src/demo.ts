@@ -1,12 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { TwilioConfig } from './config.ts';
+import type { MetaConfig, TwilioConfig } from './config.ts';
 import type { Db } from './db/db.ts';
 import { insertCoordinator } from './db/coordinators.ts';
 import { seedInboxDemo } from './demo-inbox.ts';
 import { hashPassword } from './security/passwords.ts';
 import { startFakeTwilio, type FakeTwilio } from './test/fake-twilio.ts';
+import { startFakeMeta, type FakeMeta } from './test/fake-meta.ts';
 
 /** Demo-mode credentials: they only ever reach the loopback fake. */
 export const DEMO_TWILIO = {
@@ -32,6 +33,30 @@ export interface DemoInfo {
   fakeTwilioUrl: string;
   smsWebhookUrl: string;
   twilioNumber: string;
+  /** Present when the fake Meta stands in for Messenger and WhatsApp. */
+  fakeMetaUrl?: string;
+  messengerWebhookUrl?: string;
+  whatsappWebhookUrl?: string;
+}
+
+/** Demo-mode Meta settings: the app secret and tokens are the fake's own and only ever reach it. */
+export const DEMO_META_VERIFY_TOKEN = 'demo-verify-token';
+export const DEMO_WHATSAPP_TEMPLATE = { name: 'care_team_followup', languageCode: 'en_US' };
+
+/** Starts the fake Graph API that stands in for Messenger and WhatsApp when no META_* credentials are configured. */
+export async function startDemoMeta(): Promise<{ fakeMeta: FakeMeta; meta: MetaConfig }> {
+  const fakeMeta = await startFakeMeta();
+  const o = fakeMeta.options;
+  return {
+    fakeMeta,
+    meta: {
+      appSecret: o.appSecret,
+      verifyToken: DEMO_META_VERIFY_TOKEN,
+      graphApiBase: fakeMeta.url,
+      messenger: { pageId: o.pageId, pageAccessToken: o.pageAccessToken },
+      whatsapp: { phoneNumberId: o.phoneNumberId, accessToken: o.whatsappAccessToken, template: DEMO_WHATSAPP_TEMPLATE },
+    },
+  };
 }
 
 /** Starts the loopback fakes that stand in for every provider when no credentials are configured. */
@@ -46,11 +71,14 @@ export async function startDemoProviders(): Promise<{ fakeTwilio: FakeTwilio; tw
 }
 
 /** Seeds coordinators (first start only) and writes demo.json so `npm run simulate` can find the fakes. */
-export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; publicBaseUrl: string; fakeTwilio: FakeTwilio }): Promise<{ seeded: boolean; info: DemoInfo }> {
+export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; publicBaseUrl: string; fakeTwilio: FakeTwilio; fakeMeta?: FakeMeta }): Promise<{ seeded: boolean; info: DemoInfo }> {
   const info: DemoInfo = {
     fakeTwilioUrl: args.fakeTwilio.url,
     smsWebhookUrl: `${args.publicBaseUrl}/webhooks/twilio/sms`,
     twilioNumber: DEMO_TWILIO.fromNumber,
+    ...(args.fakeMeta
+      ? { fakeMetaUrl: args.fakeMeta.url, messengerWebhookUrl: `${args.publicBaseUrl}/webhooks/messenger`, whatsappWebhookUrl: `${args.publicBaseUrl}/webhooks/whatsapp` }
+      : {}),
   };
   await mkdir(args.dataDir, { recursive: true });
   await writeFile(join(args.dataDir, 'demo.json'), JSON.stringify(info, null, 2));

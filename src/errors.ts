@@ -56,6 +56,13 @@ export class ProviderError extends Error {
       code: string;
       httpStatus?: number;
       retryAfterMs?: number;
+      /**
+       * Set on a permanent failure caused by the recipient identity rather than the message: the outbox then
+       * moves the reply to the patient's next channel (src/db/fallback.ts). `opted_out`: the provider says the
+       * address opted out; `unreachable`: it cannot be reached (invalid number, user unavailable); `not_now`:
+       * only a messaging window is closed.
+       */
+      identity?: 'opted_out' | 'unreachable' | 'not_now';
     },
     options?: { cause?: unknown },
   ) {

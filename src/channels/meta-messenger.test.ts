@@ -441,7 +441,7 @@ describe('Messenger adapter against the loopback fake', () => {
       it('other 4xx are permanent and carry the Graph error code', async () => {
         fake.injectFault({ kind: 'graph-error', status: 400, code: 551, subcode: 1545041, message: "This person isn't available right now." });
         const unavailable = await sendError(send(reply('a', lastInboundAt())));
-        expect(unavailable.details).toEqual({ retryable: false, outcome: 'not-sent', code: '551', httpStatus: 400 });
+        expect(unavailable.details).toEqual({ retryable: false, outcome: 'not-sent', code: '551', httpStatus: 400, identity: 'unreachable' });
         expect(unavailable.message).toContain("551/1545041: This person isn't available right now.");
         fake.injectFault({ kind: 'graph-error', status: 400, code: 100, message: '(#100) Invalid parameter' });
         expect((await sendError(send(reply('a', lastInboundAt())))).details).toMatchObject({ retryable: false, code: '100' });

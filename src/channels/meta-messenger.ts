@@ -24,6 +24,10 @@ export const HUMAN_AGENT_WINDOW_MS = 7 * 24 * HOUR_MS;
 // Graph throttling codes: 4 app, 17 user, 32 page, 613 custom rate limit (Graph API "Handling Errors");
 // WhatsApp Cloud: 130429 throughput, 131048 spam rate, 131056 pair rate, 80007 WABA rate limit.
 const RATE_LIMIT_CODES = new Set([4, 17, 32, 613, 130429, 131048, 131056, 80007]);
+// The person cannot be reached, whatever we send: 551 "This person isn't available right now" (Messenger),
+// 131026 "Message undeliverable" (WhatsApp: not on WhatsApp, old app, …); subcode 2018001 "No matching user found".
+const UNREACHABLE_CODES = new Set([551, 131026]);
+const UNREACHABLE_SUBCODES = new Set([2018001]);
 // Connection failures where the request never reached Meta, so resending cannot duplicate.
 const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
 
@@ -65,10 +69,11 @@ export function classifyGraphError(httpStatus: number, body: unknown, retryAfter
   }
   if (httpStatus >= 500) return new ProviderError(message, { retryable: true, outcome: 'unknown', code: codeText, httpStatus });
   if (code === 190 || httpStatus === 401) return new ProviderError(message, { retryable: true, outcome: 'not-sent', code: codeText, httpStatus });
-  if (isWindowClosed(code, subcode)) return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: 'outside_window', httpStatus });
+  if (isWindowClosed(code, subcode)) return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: 'outside_window', httpStatus, identity: 'not_now' });
   // Graph marks some 4xx as temporary ("is_transient"); whether the message went out is then not stated.
   if (error.is_transient === true) return new ProviderError(message, { retryable: true, outcome: 'unknown', code: codeText, httpStatus });
-  return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: codeText, httpStatus });
+  const unreachable = (code !== undefined && UNREACHABLE_CODES.has(code)) || (subcode !== undefined && UNREACHABLE_SUBCODES.has(subcode));
+  return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: codeText, httpStatus, ...(unreachable ? { identity: 'unreachable' as const } : {}) });
 }
 
 function classifyTransportError(error: unknown, timedOut: boolean, signal: AbortSignal): ProviderError {
@@ -140,7 +145,7 @@ export function parseWebhookShape<T>(schema: z.ZodType<T>, value: unknown, what:
 
 /** A send outside every window Meta allows: thrown before calling the API so the outbox can fall back. */
 export function outsideWindowError(message: string): ProviderError {
-  return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: 'outside_window' });
+  return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: 'outside_window', identity: 'not_now' });
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ const PERMANENT_SEND_ERRORS = new Map<number, string>([
   [21617, 'message body too long'],
 ]);
 
+// Permanent errors about the recipient, not the message: the outbox moves the reply to another channel.
+const UNREACHABLE_ERRORS = new Set([21211, 21614, 21408, 21612]);
+
 // Connection failures where the request never reached Twilio, so resending cannot duplicate.
 const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -72,7 +75,8 @@ export function classifyTwilioError(error: unknown): ProviderError {
       return new ProviderError(message, { retryable: true, outcome: 'not-sent', code: String(code ?? e.status), httpStatus: e.status }, { cause: error });
     }
     const reason = code !== undefined ? PERMANENT_SEND_ERRORS.get(code) : undefined;
-    return new ProviderError(reason ? `${reason}: ${message}` : message, { retryable: false, outcome: 'not-sent', code: String(code ?? e.status), httpStatus: e.status }, { cause: error });
+    const identity = code === undefined ? undefined : code === 21610 ? 'opted_out' : UNREACHABLE_ERRORS.has(code) ? 'unreachable' : undefined;
+    return new ProviderError(reason ? `${reason}: ${message}` : message, { retryable: false, outcome: 'not-sent', code: String(code ?? e.status), httpStatus: e.status, ...(identity ? { identity } : {}) }, { cause: error });
   }
   const networkCode = typeof e?.code === 'string' ? e.code : 'network_error';
   return new ProviderError(message, { retryable: true, outcome: NEVER_CONNECTED.has(networkCode) ? 'not-sent' : 'unknown', code: networkCode }, { cause: error });

@@ -41,7 +41,7 @@ describe('reply channel', () => {
     expect(choice.ok && choice.identity.id).toBe('b');
   });
   it('says why when there is nothing to reply on', () => {
-    expect(chooseReplyIdentity([])).toEqual({ ok: false, reason: expect.stringContaining('no channel identity') });
+    expect(chooseReplyIdentity([])).toMatchObject({ ok: false, reason: expect.stringContaining('no channel identity') });
   });
 });
 

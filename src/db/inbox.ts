@@ -167,6 +167,9 @@ export interface PatientPanel {
   history: Array<{ seq: number; at: Date; kind: string; actorId: string | null; fromCoordinatorId: string | null; toCoordinatorId: string | null; note: string | null; detail: unknown }>;
 }
 
+/** Timeline kinds that change or explain who has the patient (written by routing, handoffs and the spine). */
+const ASSIGNMENT_EVENT_KINDS = ['assigned', 'routed', 'escalated', 'handoff', 'handoff_accepted', 'handoff_declined', 'handoff_expired', 'claimed', 'reassigned', 'returned'];
+
 export async function readPatientPanel(db: Queryable, patientId: string): Promise<PatientPanel | null> {
   const patient = await db.query<Record<string, any>>(
     `SELECT p.*, a.coordinator_id, a.team_id, a.assigned_at FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE p.id = $1`,
@@ -177,9 +180,9 @@ export async function readPatientPanel(db: Queryable, patientId: string): Promis
   const identities = await db.query<Record<string, unknown>>(`SELECT * FROM channel_identities WHERE patient_id = $1 ORDER BY last_inbound_at DESC NULLS LAST, created_at`, [patientId]);
   const history = await db.query<Record<string, any>>(
     `SELECT seq, created_at, kind, actor_id, from_coordinator_id, to_coordinator_id, note, detail FROM patient_events
-     WHERE patient_id = $1 AND kind <> 'note' AND (to_coordinator_id IS NOT NULL OR from_coordinator_id IS NOT NULL OR kind IN ('assigned', 'handoff', 'routing_decision', 'reassigned'))
+     WHERE patient_id = $1 AND kind = ANY($2::text[])
      ORDER BY seq DESC LIMIT 50`,
-    [patientId],
+    [patientId, ASSIGNMENT_EVENT_KINDS],
   );
   return {
     id: p.id,
@@ -205,31 +208,6 @@ export async function readPatientPanel(db: Queryable, patientId: string): Promis
       detail: e.detail,
     })),
   };
-}
-
-/** Moves a patient into a team's queue (no coordinator), recorded as a handoff in the log. */
-export async function handOffToTeam(
-  db: Db,
-  args: { patientId: string; teamId: string; actorId: string; note: string },
-): Promise<{ seq: number; fromCoordinatorId: string | null } | { error: 'unknown_team' }> {
-  return db.transaction(async (tx) => {
-    const team = await tx.query(`SELECT 1 FROM teams WHERE id = $1`, [args.teamId]);
-    if (team.rowCount === 0) return { error: 'unknown_team' as const };
-    const seq = await nextSeq(tx, args.patientId, 'event');
-    const current = await tx.query<{ coordinator_id: string | null; team_id: string | null }>(`SELECT coordinator_id, team_id FROM assignments WHERE patient_id = $1`, [args.patientId]);
-    const fromCoordinatorId = current.rows[0]?.coordinator_id ?? null;
-    await tx.query(
-      `INSERT INTO assignments (patient_id, coordinator_id, team_id) VALUES ($1, NULL, $2)
-       ON CONFLICT (patient_id) DO UPDATE SET coordinator_id = NULL, team_id = EXCLUDED.team_id, assigned_at = now()`,
-      [args.patientId, args.teamId],
-    );
-    await tx.query(
-      `INSERT INTO patient_events (patient_id, seq, kind, actor_id, from_coordinator_id, note, detail) VALUES ($1, $2, 'handoff', $3, $4, $5, $6)`,
-      [args.patientId, seq, args.actorId, fromCoordinatorId, args.note, JSON.stringify({ toTeamId: args.teamId, fromTeamId: current.rows[0]?.team_id ?? null })],
-    );
-    await notifyActivity(tx, args.patientId, 'handoff');
-    return { seq, fromCoordinatorId };
-  });
 }
 
 export interface CannedResponse {

@@ -1,8 +1,9 @@
-import { chooseReplyIdentity } from '../core/reply-channel.ts';
+import { chooseReplyIdentity, type ReplyRules } from '../core/reply-channel.ts';
 import { isForwardStatus } from '../core/delivery-status.ts';
 import type { DeliveryStatus, MessageStatus } from '../core/types.ts';
 import type { Db, Queryable } from './db.ts';
-import { listReachableIdentities, nextSeq } from './patients.ts';
+import { nextSeq } from './patients.ts';
+import { listReplyCandidates } from './fallback.ts';
 import { notifyActivity, notifyOutbox } from './notify.ts';
 
 export interface OutboundCreated {
@@ -27,7 +28,7 @@ class IdempotencyRace extends Error {}
  */
 export async function createOutbound(
   db: Db,
-  args: { patientId: string; authorId: string; body: string; idempotencyKey?: string },
+  args: { patientId: string; authorId: string | null; body: string; idempotencyKey?: string; automatic?: boolean; rules?: ReplyRules },
 ): Promise<CreateOutboundResult> {
   if (args.idempotencyKey) {
     const earlier = await findByIdempotencyKey(db, args.patientId, args.idempotencyKey);
@@ -35,15 +36,17 @@ export async function createOutbound(
   }
   try {
     return await db.transaction(async (tx) => {
-      const choice = chooseReplyIdentity(await listReachableIdentities(tx, args.patientId));
+      // Consent, reachability and messaging windows decide with recency (src/core/reply-channel.ts).
+      const choice = chooseReplyIdentity(await listReplyCandidates(tx, args.patientId), args.rules);
       if (!choice.ok) return { error: 'no_channel' as const, reason: choice.reason };
-      const seq = await nextSeq(tx, args.patientId, 'reply');
+      // An automatic reply (routing's after-hours notice) leaves the waiting clock running: nobody has answered yet.
+      const seq = await nextSeq(tx, args.patientId, args.automatic ? 'automatic' : 'reply');
       const inserted = await tx.query<{ id: string; created_at: Date }>(
-        `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, body, status, author_id, idempotency_key, channel_reason)
-         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, 'pending', $7, $8, $9)
+        `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, body, status, author_id, idempotency_key, channel_reason, automatic)
+         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, 'pending', $7, $8, $9, $10)
          ON CONFLICT (patient_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id, created_at`,
-        [args.patientId, seq, choice.identity.channel, choice.identity.id, choice.identity.address, args.body, args.authorId, args.idempotencyKey ?? null, choice.reason],
+        [args.patientId, seq, choice.identity.channel, choice.identity.id, choice.identity.address, args.body, args.authorId, args.idempotencyKey ?? null, choice.reason, args.automatic === true],
       );
       const message = inserted.rows[0];
       if (!message) throw new IdempotencyRace();

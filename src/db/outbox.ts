@@ -2,6 +2,8 @@ import type { Channel, MediaRef } from '../core/types.ts';
 import type { Db, Queryable, Session } from './db.ts';
 import { applyEarlyStatuses, lockProviderMessageIds } from './messages.ts';
 import { notifyActivity, notifyActivityMany } from './notify.ts';
+import { rerouteFailedSend, type IdentityVerdict } from './fallback.ts';
+import type { ReplyRules } from '../core/reply-channel.ts';
 
 /** Advisory-lock space for worker liveness: worker k holds pg_advisory_lock(WORKER_LOCK_SPACE, k) while it lives. */
 export const WORKER_LOCK_SPACE = 0x5b0a_0003;
@@ -28,6 +30,10 @@ export interface ClaimedSend {
   address: string;
   body: string;
   media: MediaRef[];
+  /** When the patient last wrote from the identity this is addressed to: messaging windows start there. */
+  lastInboundAt: Date | null;
+  /** The identity is opted out now: the relay must not send (consent may change after the reply was written). */
+  optedOut: boolean;
 }
 
 /**
@@ -49,6 +55,8 @@ export async function claimSends(db: Queryable, args: { workerKey: number; limit
     address: string;
     body: string;
     media: MediaRef[];
+    last_inbound_at: Date | null;
+    opted_out: boolean | null;
   }>(
     `WITH candidates AS (
        SELECT o.id FROM outbox o
@@ -71,8 +79,8 @@ export async function claimSends(db: Queryable, args: { workerKey: number; limit
        UPDATE messages m SET status = 'sending', status_updated_at = now()
        FROM claimed WHERE m.id = claimed.message_id AND m.status = 'pending'
      )
-     SELECT claimed.*, m.channel, m.address, m.body, m.media
-     FROM claimed JOIN messages m ON m.id = claimed.message_id`,
+     SELECT claimed.*, m.channel, m.address, m.body, m.media, ci.last_inbound_at, ci.opted_out
+     FROM claimed JOIN messages m ON m.id = claimed.message_id LEFT JOIN channel_identities ci ON ci.id = m.identity_id`,
     [args.workerKey, WORKER_LOCK_SPACE, args.limit, args.leaseMs / 1000],
   );
   return result.rows.map((row) => ({
@@ -87,20 +95,31 @@ export async function claimSends(db: Queryable, args: { workerKey: number; limit
     address: row.address,
     body: row.body,
     media: row.media,
+    lastInboundAt: row.last_inbound_at,
+    optedOut: row.opted_out === true,
   }));
 }
 
 export type AttemptResult =
   | { outboxId: string; attempts: number; kind: 'sent'; provider: string; providerMessageId: string }
   | { outboxId: string; attempts: number; kind: 'retry'; delayMs: number; needsLookup: boolean; error: string }
-  | { outboxId: string; attempts: number; kind: 'failed'; provider: string | null; errorCode: string; error: string };
+  | {
+      outboxId: string;
+      attempts: number;
+      kind: 'failed';
+      provider: string | null;
+      errorCode: string;
+      error: string;
+      /** Set when the identity, not the message, is the problem: the reply is moved to the next channel if one can deliver. */
+      identity?: IdentityVerdict;
+    };
 
 /**
  * Records a batch of attempt outcomes in one transaction (one commit for many sends). Each update is fenced
  * on (claimed_by, attempts): a worker whose claim was taken over cannot overwrite the newer attempt.
  * Returns how many results were applied.
  */
-export async function recordAttempts(db: Db, workerKey: number, results: readonly AttemptResult[]): Promise<number> {
+export async function recordAttempts(db: Db, workerKey: number, results: readonly AttemptResult[], rules?: ReplyRules): Promise<number> {
   if (results.length === 0) return 0;
   return db.transaction(async (tx) => {
     let applied = 0;
@@ -142,9 +161,15 @@ export async function recordAttempts(db: Db, workerKey: number, results: readonl
         const row = updated.rows[0];
         if (!row) continue;
         applied += 1;
+        let error = result.error;
+        if (result.identity) {
+          const moved = await rerouteFailedSend(tx, { messageId: row.message_id, patientId: row.patient_id, verdict: result.identity, errorCode: result.errorCode, error: result.error, rules });
+          if (moved.channel) continue;
+          error = `${result.error} (no fallback: ${moved.reason})`;
+        }
         await tx.query(
           `UPDATE messages SET status = 'failed', provider = COALESCE($2, provider), error_code = $3, error_message = $4, status_updated_at = now() WHERE id = $1`,
-          [row.message_id, result.provider, result.errorCode, result.error],
+          [row.message_id, result.provider, result.errorCode, error],
         );
         await notifyActivity(tx, row.patient_id, 'status');
       }

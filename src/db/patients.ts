@@ -2,11 +2,11 @@ import type { Channel, InboundMessage } from '../core/types.ts';
 import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
-import { pickCoordinatorForNewPatient } from './coordinators.ts';
+import { routeInbound } from './routing.ts';
 import { canSeePatient } from './visibility.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
-export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'event'): Promise<number> {
+export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
   const waiting =
     change === 'inbound' ? 'COALESCE(waiting_since, now())' : change === 'reply' ? 'NULL' : 'waiting_since';
   const touched = change === 'event' ? 'last_message_at' : 'now()';
@@ -49,7 +49,8 @@ export async function recordInbound(db: Db, event: InboundMessage): Promise<Inbo
       // A concurrent delivery of the same message won the race: roll back so the log has no gap.
       if (!inserted.rows[0]) throw new DuplicateInbound();
       await tx.query(`UPDATE channel_identities SET last_inbound_at = now() WHERE id = $1`, [identityId]);
-      if (isNewPatient) await assignNewPatient(tx, patientId);
+      // Every inbound message gets exactly one routing decision, in the transaction that stored it.
+      await routeInbound(tx, db.kind, { patientId, messageId: inserted.rows[0].id, message: event, now: new Date() });
       await notifyActivity(tx, patientId, 'message');
       return { duplicate: false, patientId, messageId: inserted.rows[0].id, isNewPatient };
     });
@@ -88,17 +89,6 @@ async function findOrCreateIdentity(
   await tx.query(`DELETE FROM patients WHERE id = $1`, [patientId]);
   const winner = await tx.query<{ id: string; patient_id: string }>(`SELECT id, patient_id FROM channel_identities WHERE channel = $1 AND address = $2`, [channel, address]);
   return { patientId: winner.rows[0]!.patient_id, identityId: winner.rows[0]!.id, isNewPatient: false };
-}
-
-async function assignNewPatient(tx: Queryable, patientId: string): Promise<void> {
-  const coordinatorId = await pickCoordinatorForNewPatient(tx);
-  if (!coordinatorId) return;
-  await tx.query(`INSERT INTO assignments (patient_id, coordinator_id) VALUES ($1, $2)`, [patientId, coordinatorId]);
-  const seq = await nextSeq(tx, patientId, 'event');
-  await tx.query(
-    `INSERT INTO patient_events (patient_id, seq, kind, to_coordinator_id, detail) VALUES ($1, $2, 'assigned', $3, $4)`,
-    [patientId, seq, coordinatorId, JSON.stringify({ reason: 'new patient: least-loaded available coordinator' })],
-  );
 }
 
 export async function listReachableIdentities(db: Queryable, patientId: string): Promise<ReachableIdentity[]> {
@@ -186,6 +176,9 @@ export type TimelineItem =
       errorMessage: string | null;
       authorId: string | null;
       channelReason: string | null;
+      /** Channels tried before a permanent failure moved this reply (see src/db/fallback.ts). */
+      channelHistory: unknown;
+      automatic: boolean;
       provider: string | null;
       providerMessageId: string | null;
     }
@@ -232,6 +225,8 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
         errorMessage: m.error_message,
         authorId: m.author_id,
         channelReason: m.channel_reason,
+        channelHistory: m.channel_history ?? [],
+        automatic: m.automatic ?? false,
         provider: m.provider,
         providerMessageId: m.provider_message_id,
       }),
@@ -253,35 +248,3 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
   ];
   return items.sort((a, b) => b.seq - a.seq).slice(0, args.limit).reverse();
 }
-
-export async function handOff(
-  db: Db,
-  args: { patientId: string; toCoordinatorId: string; actorId: string; note: string },
-): Promise<{ seq: number; fromCoordinatorId: string | null } | { error: 'unknown_coordinator' | 'already_assigned' }> {
-  return db.transaction(async (tx) => {
-    const target = await tx.query(`SELECT 1 FROM coordinators WHERE id = $1`, [args.toCoordinatorId]);
-    if (target.rowCount === 0) return { error: 'unknown_coordinator' as const };
-    // nextSeq locks the patient row first, so two handoffs of one patient cannot interleave.
-    const seq = await nextSeq(tx, args.patientId, 'event');
-    const current = await tx.query<{ coordinator_id: string }>(`SELECT coordinator_id FROM assignments WHERE patient_id = $1`, [args.patientId]);
-    const fromCoordinatorId = current.rows[0]?.coordinator_id ?? null;
-    if (fromCoordinatorId === args.toCoordinatorId) throw new AlreadyAssigned();
-    await tx.query(
-      `INSERT INTO assignments (patient_id, coordinator_id) VALUES ($1, $2)
-       ON CONFLICT (patient_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id, assigned_at = now()`,
-      [args.patientId, args.toCoordinatorId],
-    );
-    await tx.query(
-      `INSERT INTO patient_events (patient_id, seq, kind, actor_id, from_coordinator_id, to_coordinator_id, note)
-       VALUES ($1, $2, 'handoff', $3, $4, $5, $6)`,
-      [args.patientId, seq, args.actorId, fromCoordinatorId, args.toCoordinatorId, args.note],
-    );
-    await notifyActivity(tx, args.patientId, 'handoff');
-    return { seq, fromCoordinatorId };
-  }).catch((error: unknown) => {
-    if (error instanceof AlreadyAssigned) return { error: 'already_assigned' as const };
-    throw error;
-  });
-}
-
-class AlreadyAssigned extends Error {}

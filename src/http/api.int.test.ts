@@ -122,7 +122,7 @@ describe.each(backends())('coordinator API on $name', (backend) => {
     expect((await h.api('GET', `/api/patients/${patientId}/timeline`, { token: ada.token })).status).toBe(404);
 
     const items = (await h.api('GET', `/api/patients/${patientId}/timeline`, { token: grace.token })).json.items;
-    expect(items.map((i: any) => (i.type === 'event' ? i.kind : i.direction))).toEqual(['inbound', 'assigned', 'handoff']);
+    expect(items.map((i: any) => (i.type === 'event' ? i.kind : i.direction))).toEqual(['inbound', 'routed', 'handoff']);
     expect(items[2]).toMatchObject({ actorId: ada.id, fromCoordinatorId: ada.id, toCoordinatorId: grace.id, note: 'Grace knows the insurance rules' });
     const again = await h.api('POST', `/api/patients/${patientId}/handoff`, { token: grace.token, body: { toCoordinatorId: grace.id, note: 'mine' } });
     expect(again.status).toBe(409);
@@ -140,7 +140,8 @@ describe.each(backends())('coordinator API on $name', (backend) => {
       seen.unshift(...page.items.map((i: any) => i.body ?? i.kind));
       before = page.nextBefore;
     } while (before !== null);
-    expect(seen).toEqual(['message 0', 'assigned', 'message 1', 'message 2', 'message 3', 'message 4', 'message 5', 'message 6']);
+    // Every inbound message is followed by its routing decision.
+    expect(seen).toEqual(['message 0', 'routed', 'message 1', 'routed', 'message 2', 'routed', 'message 3', 'routed', 'message 4', 'routed', 'message 5', 'routed', 'message 6', 'routed']);
   });
 
   it('audits every look at and change to patient data, and only admins may read the audit', async () => {

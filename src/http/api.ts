@@ -3,7 +3,9 @@ import { z } from 'zod';
 import { appendAudit, listAudit } from '../db/audit.ts';
 import { findCoordinatorByToken, findCoordinatorForLogin, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
-import { canAccessPatient, handOff, listInbox, readTimeline } from '../db/patients.ts';
+import { canAccessPatient, listInbox, readTimeline } from '../db/patients.ts';
+import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
+import { FallbackTargetSchema } from '../core/routing/rules.ts';
 import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
@@ -19,7 +21,16 @@ declare module 'fastify' {
 const LoginBody = z.object({ email: z.email().max(320), password: z.string().min(1).max(1024) });
 const PatientParams = z.object({ id: z.string().max(64) });
 const SendBody = z.object({ body: z.string().trim().min(1, 'body must not be empty').max(1600), idempotencyKey: z.string().min(1).max(200).optional() });
-const HandoffBody = z.object({ toCoordinatorId: z.uuid(), note: z.string().trim().min(1, 'a handoff needs a note').max(2000) });
+const HandoffBody = z
+  .object({
+    toCoordinatorId: z.uuid().optional(),
+    toTeamId: z.uuid().optional(),
+    note: z.string().trim().min(1, 'a handoff needs a note').max(2000),
+    requireAccept: z.boolean().default(false),
+    acceptWithinMinutes: z.number().int().min(1).max(7 * 24 * 60).optional(),
+    fallback: FallbackTargetSchema.optional(),
+  })
+  .refine((b) => (b.toCoordinatorId === undefined) !== (b.toTeamId === undefined), { message: 'name exactly one of toCoordinatorId or toTeamId', path: ['toCoordinatorId'] });
 const TimelineQuery = z.object({ before: z.coerce.number().int().positive().optional(), limit: z.coerce.number().int().min(1).max(500).default(100) });
 const InboxQuery = z.object({ scope: z.enum(['mine', 'all']).default('mine'), limit: z.coerce.number().int().min(1).max(500).default(200) });
 const CreateCoordinatorBody = z.object({
@@ -114,7 +125,7 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.post('/api/patients/:id/messages', async (request, reply) => {
     const { caller, patientId } = await requirePatient(request);
     const input = parseInput(SendBody, request.body);
-    const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey });
+    const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey, rules: deps.replyRules });
     if ('error' in result) throw new ConflictError(result.error, result.reason);
     if (!result.replayed) await appendAudit(db, { actorId: caller.id, action: 'message.send', patientId, detail: { messageId: result.messageId, channel: result.channel }, ip: request.ip });
     return reply.status(result.replayed ? 200 : 201).send(result);
@@ -123,13 +134,13 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.post('/api/patients/:id/handoff', async (request, reply) => {
     const { caller, patientId } = await requirePatient(request);
     const input = parseInput(HandoffBody, request.body);
-    const result = await handOff(db, { patientId, toCoordinatorId: input.toCoordinatorId, actorId: caller.id, note: input.note });
-    if ('error' in result) {
-      if (result.error === 'unknown_coordinator') throw new BadRequestError('unknown_coordinator', 'toCoordinatorId does not name a coordinator');
-      throw new ConflictError('already_assigned', 'the patient is already assigned to that coordinator');
-    }
-    await appendAudit(db, { actorId: caller.id, action: 'patient.handoff', patientId, detail: { from: result.fromCoordinatorId, to: input.toCoordinatorId }, ip: request.ip });
-    return reply.status(201).send({ patientId, seq: result.seq, fromCoordinatorId: result.fromCoordinatorId, toCoordinatorId: input.toCoordinatorId });
+    const result = await handOffPatient(db, { patientId, actorId: caller.id, ...input, now: new Date() }).catch((error: unknown) => {
+      if (!(error instanceof HandoffRefused)) throw error;
+      if (error.code === 'already_assigned') throw new ConflictError(error.code, error.message);
+      throw new BadRequestError(error.code, error.message);
+    });
+    await appendAudit(db, { actorId: caller.id, action: 'patient.handoff', patientId, detail: { handoffId: result.handoffId, from: result.fromCoordinatorId, to: result.toCoordinatorId, toTeam: result.toTeamId, state: result.state }, ip: request.ip });
+    return reply.status(201).send({ patientId, ...result });
   });
 
   app.post('/api/admin/coordinators', async (request, reply) => {

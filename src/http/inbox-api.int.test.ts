@@ -198,7 +198,7 @@ describe.each(backends())('coordinator web API on $name', (backend) => {
     expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: ada.id } })).status).toBe(204);
     expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: sup.id, role: 'supervisor' } })).status).toBe(204);
     expect((await h.api('PUT', `/api/admin/teams/${teamId}/members`, { token: admin.token, body: { coordinatorId: '00000000-0000-4000-8000-000000000000' } })).status).toBe(404);
-    expect((await h.api('POST', `/api/patients/${gracePatient}/handoff-team`, { token: grace.token, body: { toTeamId: teamId, note: 'cardiology question' } })).status).toBe(201);
+    expect((await h.api('POST', `/api/patients/${gracePatient}/handoff`, { token: grace.token, body: { toTeamId: teamId, note: 'cardiology question' } })).status).toBe(201);
     expect((await h.api('GET', `/api/patients/${gracePatient}`, { token: grace.token })).status).toBe(404);
     const queue = await h.api('GET', '/api/conversations?filter=team', { token: ada.token });
     expect(queue.json.conversations.map((c: any) => c.patientId)).toEqual([gracePatient]);
@@ -255,7 +255,7 @@ describe.each(backends())('coordinator web API on $name', (backend) => {
     expect(h.fake.received).toHaveLength(0);
     const panel = await h.api('GET', `/api/patients/${patientId}`, { token: ada.token });
     expect(panel.json.identities).toEqual([expect.objectContaining({ channel: 'sms', address: '+15550000031' })]);
-    expect(panel.json.history).toEqual([expect.objectContaining({ kind: 'assigned', toCoordinatorId: ada.id })]);
+    expect(panel.json.history).toEqual([expect.objectContaining({ kind: 'routed', detail: expect.objectContaining({ assignment: { kind: 'coordinator', coordinatorId: ada.id } }) })]);
     const audit = await h.database.db.query<{ action: string }>(`SELECT action FROM audit_log WHERE patient_id = $1 ORDER BY id`, [patientId]);
     expect(audit.rows.map((r) => r.action)).toEqual(['reply_channel.read', 'note.create', 'timeline.read', 'patient.read']);
   });

@@ -9,7 +9,6 @@ import {
   removeTeamMember,
   setTeamMember,
   deleteCannedResponse,
-  handOffToTeam,
   listCannedResponses,
   listConversations,
   listTeams,
@@ -18,7 +17,8 @@ import {
   supervisorOverview,
   upsertCannedResponse,
 } from '../db/inbox.ts';
-import { handOff, listReachableIdentities } from '../db/patients.ts';
+import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
+import { listReplyCandidates } from '../db/fallback.ts';
 import { canSeePatient } from '../db/visibility.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { registerLiveRoutes } from './live.ts';
@@ -34,7 +34,6 @@ const ConversationsQuery = z.object({
 });
 const ReadBody = z.object({ seq: z.number().int().min(0) });
 const NoteBody = z.object({ note: z.string().trim().min(1, 'a note must not be empty').max(4000) });
-const TeamHandoffBody = z.object({ toTeamId: z.uuid(), note: z.string().trim().min(1, 'a handoff needs a note').max(2000) });
 const CannedBody = z.object({
   shortcut: z.string().trim().toLowerCase().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'letters, digits, - and _ (up to 40)'),
   title: z.string().trim().min(1).max(200),
@@ -110,8 +109,8 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
   /** What a reply would use right now, and why: the composer shows it, the coordinator never picks it. */
   app.get('/api/patients/:id/reply-channel', async (request) => {
     const { caller, patientId } = await requirePatient(request);
-    const identities = await listReachableIdentities(db, patientId);
-    const choice = chooseReplyIdentity(identities);
+    // The same candidates and rules (opt-outs, messaging windows, templates) as the send itself (messages.ts).
+    const choice = chooseReplyIdentity(await listReplyCandidates(db, patientId), deps.replyRules);
     await appendAudit(db, { actorId: caller.id, action: 'reply_channel.read', patientId, ip: request.ip });
     if (!choice.ok) return { ...choice, channel: null };
     const { identity, ...rest } = choice;
@@ -124,15 +123,6 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     const created = await addNote(db, { patientId, actorId: caller.id, note });
     await appendAudit(db, { actorId: caller.id, action: 'note.create', patientId, detail: { seq: created.seq }, ip: request.ip });
     return reply.status(201).send({ patientId, ...created });
-  });
-
-  app.post('/api/patients/:id/handoff-team', async (request, reply) => {
-    const { caller, patientId } = await requirePatient(request);
-    const input = parseInput(TeamHandoffBody, request.body);
-    const result = await handOffToTeam(db, { patientId, teamId: input.toTeamId, actorId: caller.id, note: input.note });
-    if ('error' in result) throw new BadRequestError('unknown_team', 'toTeamId does not name a team');
-    await appendAudit(db, { actorId: caller.id, action: 'patient.handoff', patientId, detail: { from: result.fromCoordinatorId, toTeam: input.toTeamId }, ip: request.ip });
-    return reply.status(201).send({ patientId, seq: result.seq, fromCoordinatorId: result.fromCoordinatorId, toTeamId: input.toTeamId });
   });
 
   app.get('/api/teams', async () => ({ teams: await listTeams(db) }));
@@ -212,11 +202,13 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
         results.push({ patientId, ok: false, error: 'not_found' });
         continue;
       }
-      const result = input.toCoordinatorId
-        ? await handOff(db, { patientId, toCoordinatorId: input.toCoordinatorId, actorId: caller.id, note: input.note })
-        : await handOffToTeam(db, { patientId, teamId: input.toTeamId!, actorId: caller.id, note: input.note });
-      if ('error' in result) {
-        results.push({ patientId, ok: false, error: result.error });
+      let result;
+      try {
+        // The routing branch's handoff (src/db/handoffs.ts): same rules, timeline item and live notice as one by one.
+        result = await handOffPatient(db, { patientId, actorId: caller.id, toCoordinatorId: input.toCoordinatorId, toTeamId: input.toTeamId, note: input.note, requireAccept: false, now: new Date() });
+      } catch (error) {
+        if (!(error instanceof HandoffRefused)) throw error;
+        results.push({ patientId, ok: false, error: error.code });
         continue;
       }
       await appendAudit(db, {

@@ -7,7 +7,11 @@ import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
 import { registerInboxRoutes } from './inbox-api.ts';
+import { registerRoutingRoutes } from './routing-api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
+import { registerMetaWebhookRoutes } from './meta-webhooks.ts';
+import { registerConsentRoutes } from './consent-api.ts';
+import type { ReplyRules } from '../core/reply-channel.ts';
 
 export interface AppDeps {
   db: Db;
@@ -20,6 +24,10 @@ export interface AppDeps {
   sessionIdleMs?: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
+  /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
+  replyRules?: ReplyRules;
+  /** The automatic answer to HELP (config HELP_REPLY). */
+  helpReply?: string;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -57,6 +65,9 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
   await registerInboxRoutes(app, deps);
+  await registerRoutingRoutes(app, deps);
+  await registerMetaWebhookRoutes(app, deps);
+  await registerConsentRoutes(app, deps);
   return app;
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ChannelAdapter, WebhookRequest } from '../channels/channel.ts';
-import { recordInbound } from '../db/patients.ts';
+import { acceptEvents } from './inbound.ts';
 import { applyDeliveryStatus } from '../db/messages.ts';
 import { BadRequestError } from '../errors.ts';
 import type { AppDeps } from './server.ts';
@@ -22,11 +22,7 @@ export async function registerWebhookRoutes(app: FastifyInstance, deps: AppDeps)
    */
   app.post('/webhooks/twilio/sms', async (request, reply) => {
     const events = parseEvents(sms, request, deps.publicBaseUrl);
-    for (const event of events) {
-      if (event.kind !== 'inbound') continue;
-      const result = await recordInbound(deps.db, event);
-      request.log.info({ patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate }, 'inbound sms');
-    }
+    await acceptEvents(deps, request.log, events.filter((event) => event.kind === 'inbound'));
     return reply.type('text/xml').send(EMPTY_TWIML);
   });
 

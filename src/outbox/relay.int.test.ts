@@ -93,7 +93,10 @@ describe.each(backends())('outbox relay on $name', (backend) => {
     const first = await reply(patients[0]!.id, 'to an opted-out number');
     await h.startRelay();
     await eventually(async () => (await messageRow(first.messageId)).state === 'failed');
-    h.fake.optIn(phone);
+    // Twilio's 21610 is recorded as the identity's opt-out (consent ledger, source 'provider'); the patient's
+    // START (which the fake also honours) opts it back in.
+    expect((await h.api('POST', `/api/patients/${patients[0]!.id}/messages`, { token: ada.token, body: { body: 'while opted out' } })).status).toBe(409);
+    expect((await h.sendSms(phone, 'START')).status).toBe(200);
     const second = await reply(patients[0]!.id, 'after opting back in');
     await eventually(async () => (await messageRow(second.messageId)).state === 'sent');
     const items = (await h.api('GET', `/api/patients/${patients[0]!.id}/timeline`, { token: ada.token })).json.items;

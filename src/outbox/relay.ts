@@ -3,6 +3,7 @@ import type { ChannelAdapter } from '../channels/channel.ts';
 import type { Channel, OutboundMessage } from '../core/types.ts';
 import { DEFAULT_BACKOFF, nextRetryDelayMs, type BackoffPolicy } from '../core/retry.ts';
 import { ProviderError } from '../errors.ts';
+import type { ReplyRules } from '../core/reply-channel.ts';
 import type { Db, Session } from '../db/db.ts';
 import { OUTBOX_CHANNEL } from '../db/notify.ts';
 import { claimSends, knownProviderMessageIds, recordAttempts, registerWorker, type AttemptResult, type ClaimedSend } from '../db/outbox.ts';
@@ -20,6 +21,8 @@ export interface OutboxRelayOptions {
   /** A message still undelivered this long after it was written fails as expired instead of retrying forever. */
   maxAgeMs?: number;
   random?: () => number;
+  /** The clock and template channels for choosing a fallback channel when a send fails on its identity. */
+  replyRules?: ReplyRules;
 }
 
 export interface OutboxRelay {
@@ -75,8 +78,12 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
   async function attempt(send: ClaimedSend): Promise<AttemptResult> {
     const base = { outboxId: send.outboxId, attempts: send.attempts };
     const adapter = adapters.get(send.channel);
-    if (!adapter) return { ...base, kind: 'failed', provider: null, errorCode: 'no_adapter', error: `no adapter configured for channel ${send.channel}` };
-    const message: OutboundMessage = { channel: send.channel, to: send.address, body: send.body, media: send.media };
+    if (!adapter) return { ...base, kind: 'failed', provider: null, errorCode: 'no_adapter', error: `no adapter configured for channel ${send.channel}`, identity: 'not_now' };
+    if (send.optedOut) {
+      // Consent is checked at send time too: a STOP can arrive after the reply was written.
+      return { ...base, kind: 'failed', provider: null, errorCode: 'opted_out', error: `${send.channel} ${send.address} opted out; not sent`, identity: 'not_now' };
+    }
+    const message: OutboundMessage = { channel: send.channel, to: send.address, body: send.body, media: send.media, lastInboundAt: send.lastInboundAt };
     const signal = AbortSignal.timeout(options.sendTimeoutMs);
     let needsLookup = send.needsLookup;
     try {
@@ -98,7 +105,10 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
           ? error
           : new ProviderError(error instanceof Error ? error.message : String(error), { retryable: true, outcome: 'unknown', code: 'unexpected' }, { cause: error });
       const { retryable, outcome, code, retryAfterMs } = failure.details;
-      if (!retryable) return { ...base, kind: 'failed', provider: adapter.provider, errorCode: code, error: failure.message };
+      if (!retryable) {
+        const identity = failure.details.identity;
+        return { ...base, kind: 'failed', provider: adapter.provider, errorCode: code, error: failure.message, ...(identity ? { identity } : {}) };
+      }
       if (Date.now() - send.createdAt.getTime() > maxAgeMs) {
         return { ...base, kind: 'failed', provider: adapter.provider, errorCode: 'expired', error: `undelivered after ${Math.round(maxAgeMs / 3_600_000)}h: ${failure.message}` };
       }
@@ -118,7 +128,7 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
       while (unrecorded.length > 0) {
         const batch = unrecorded.splice(0);
         try {
-          await recordAttempts(db, workerKey, batch);
+          await recordAttempts(db, workerKey, batch, options.replyRules);
           inFlight -= batch.length;
           wake();
         } catch (error) {
@@ -173,18 +183,25 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
     }
   })();
 
+  let stopping: Promise<void> | null = null;
   return {
     workerKey,
-    async stop() {
-      stopped = true;
-      wake();
-      await loop;
-      while (inFlight > 0 && !(await isDbGone())) {
-        await flush();
-        if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      await unlisten().catch(() => {});
-      await session.release();
+    // Idempotent: a test may stop a relay early and its harness stop it again.
+    stop() {
+      stopping ??= stopOnce();
+      return stopping;
     },
   };
+
+  async function stopOnce(): Promise<void> {
+    stopped = true;
+    wake();
+    await loop;
+    while (inFlight > 0 && !(await isDbGone())) {
+      await flush();
+      if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await unlisten().catch(() => {});
+    await session.release();
+  }
 }

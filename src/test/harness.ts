@@ -9,6 +9,9 @@ import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
+import { startFakeMeta, type FakeMeta } from './fake-meta.ts';
+import type { ReplyRules } from '../core/reply-channel.ts';
+import type { MetaConfig } from '../config.ts';
 
 export const TEST_TWILIO = {
   accountSid: 'AC' + 'a'.repeat(32),
@@ -42,17 +45,37 @@ export interface Harness {
   createCoordinator(args: { name: string; role?: 'coordinator' | 'supervisor' | 'admin' }): Promise<{ id: string; email: string; password: string; token: string }>;
   sendSms(from: string, body: string, messageSid?: string): Promise<{ status: number; body: string; messageSid: string }>;
   startRelay(options?: Partial<OutboxRelayOptions>): Promise<OutboxRelay>;
+  /** Present when started with `meta`: the fake Graph API behind the Messenger and WhatsApp adapters. */
+  meta?: FakeMeta;
   close(): Promise<void>;
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions> } = {}): Promise<Harness> {
+export const TEST_META_VERIFY_TOKEN = 'test-verify-token';
+
+export interface HarnessMetaOptions {
+  /** The app's clock (Meta's windows, reply choice); default real time. */
+  now?: () => Date;
+  whatsappTemplate?: { name: string; languageCode: string };
+}
+
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url } });
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port });
+  const fakeMeta = options.meta ? await startFakeMeta() : undefined;
+  const meta: MetaConfig | undefined = fakeMeta && {
+    appSecret: fakeMeta.options.appSecret,
+    verifyToken: TEST_META_VERIFY_TOKEN,
+    graphApiBase: fakeMeta.url,
+    messenger: { pageId: fakeMeta.options.pageId, pageAccessToken: fakeMeta.options.pageAccessToken },
+    whatsapp: { phoneNumberId: fakeMeta.options.phoneNumberId, accessToken: fakeMeta.options.whatsappAccessToken, ...(options.meta?.whatsappTemplate ? { template: options.meta.whatsappTemplate } : {}) },
+  };
+  const now = options.meta?.now;
+  const replyRules: ReplyRules | undefined = options.meta ? { now: now ?? (() => new Date()), templateChannels: options.meta.whatsappTemplate ? ['whatsapp'] : [] } : undefined;
+  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, ...(meta ? { meta } : {}), ...(now ? { now } : {}) });
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}) });
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
 
@@ -62,6 +85,7 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     adapters,
     web,
     baseUrl,
+    ...(fakeMeta ? { meta: fakeMeta } : {}),
     async api(method, path, { token, body, rawBody, contentType } = {}) {
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
@@ -95,7 +119,7 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
       return fake.sendInboundSms({ webhookUrl: `${baseUrl}/webhooks/twilio/sms`, from, to: TEST_TWILIO.fromNumber, body, messageSid });
     },
     async startRelay(overrides = {}) {
-      const relay = await startOutboxRelay({ db: database.db, adapters, logger, maxInFlight: 50, sendTimeoutMs: 2_000, pollMs: 200, backoff: { baseMs: 20, capMs: 200 }, ...overrides });
+      const relay = await startOutboxRelay({ db: database.db, adapters, logger, maxInFlight: 50, sendTimeoutMs: 2_000, pollMs: 200, backoff: { baseMs: 20, capMs: 200 }, ...(replyRules ? { replyRules } : {}), ...overrides });
       relays.push(relay);
       return relay;
     },
@@ -103,6 +127,7 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
       for (const relay of relays.splice(0)) await relay.stop();
       await web.stop();
       await fake.close();
+      await fakeMeta?.close();
       await database.drop();
     },
   };

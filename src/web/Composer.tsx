@@ -16,6 +16,10 @@ function previewWarnings(preview: ReplyChannelPreview): string[] {
     else if (value && typeof value === 'object' && typeof (value as { reason?: unknown }).reason === 'string') warnings.push((value as { reason: string }).reason);
   }
   if (Array.isArray(preview.warnings)) for (const w of preview.warnings) warnings.push(typeof w === 'string' ? w : JSON.stringify(w));
+  // Identities passed over (opted out, window closed…): the reply falls back past them.
+  if (preview.ok && Array.isArray(preview.skipped)) {
+    for (const s of preview.skipped as Array<{ channel?: string; reason?: string }>) warnings.push(`Fallback: not via ${channelLabel(s.channel)} (${s.reason ?? 'unavailable'})`);
+  }
   return warnings;
 }
 

@@ -19,8 +19,7 @@ export function HandoffDialog(props: { patientId: string; me: Me; directory: Dir
     setError(null);
     const [kind, id] = target.split(':');
     try {
-      if (kind === 'team') await api('POST', `/api/patients/${props.patientId}/handoff-team`, { toTeamId: id, note });
-      else await api('POST', `/api/patients/${props.patientId}/handoff`, { toCoordinatorId: id, note });
+      await api('POST', `/api/patients/${props.patientId}/handoff`, kind === 'team' ? { toTeamId: id, note } : { toCoordinatorId: id, note });
       props.onDone(kind === 'team' ? props.directory.teamName(id) : props.directory.nameOf(id));
     } catch (caught) {
       setError(caught instanceof ApiError ? caught.message : 'Handoff failed.');

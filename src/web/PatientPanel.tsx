@@ -90,7 +90,9 @@ export function PatientPanel({ patientId, live, directory, now }: { patientId: s
           {panel.history.map((entry) => (
             <li key={entry.seq}>
               <time dateTime={entry.at}>{formatTime(entry.at)}</time> {entry.kind.replace(/_/g, ' ')}
-              {entry.toCoordinatorId ? ` → ${directory.nameOf(entry.toCoordinatorId)}` : ''}
+              {entry.toCoordinatorId
+                ? ` → ${directory.nameOf(entry.toCoordinatorId)}`
+                : assignmentTarget(entry.detail, directory)}
               {entry.note ? `: ${entry.note}` : ''}
             </li>
           ))}
@@ -98,6 +100,15 @@ export function PatientPanel({ patientId, live, directory, now }: { patientId: s
       </section>
     </aside>
   );
+}
+
+/** Routing decisions name their target in detail.assignment; team handoffs in detail.toTeamId. */
+function assignmentTarget(detail: unknown, directory: Directory): string {
+  const d = (detail && typeof detail === 'object' ? detail : {}) as { assignment?: { coordinatorId?: string; teamId?: string }; toTeamId?: string };
+  if (d.assignment?.coordinatorId) return ` → ${directory.nameOf(d.assignment.coordinatorId)}`;
+  if (d.assignment?.teamId) return ` → ${directory.teamName(d.assignment.teamId)} queue`;
+  if (d.toTeamId) return ` → ${directory.teamName(d.toTeamId)} queue`;
+  return '';
 }
 
 function LinkMerge({ patientId, onChanged }: { patientId: string; onChanged(): void }) {

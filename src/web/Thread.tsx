@@ -230,10 +230,21 @@ function EventRow({ item, directory }: { item: EventItem; directory: Directory }
     text = `${directory.nameOf(item.actorId)} handed off from ${directory.nameOf(item.fromCoordinatorId)} to ${to}`;
   } else if (item.kind === 'assigned') {
     text = `Assigned to ${item.toCoordinatorId ? directory.nameOf(item.toCoordinatorId) : typeof detail.teamId === 'string' ? directory.teamName(detail.teamId) : 'a queue'}${typeof detail.reason === 'string' ? ` (${detail.reason})` : ''}`;
+  } else if ((item.kind === 'routed' || item.kind === 'escalated') && detail.assignment && typeof detail.assignment === 'object') {
+    // A routing decision (routing branch): who got the patient, with the engine's own explanation below.
+    const assignment = detail.assignment as { kind?: string; coordinatorId?: string; teamId?: string };
+    const to = assignment.coordinatorId ? directory.nameOf(assignment.coordinatorId) : assignment.teamId ? `the ${directory.teamName(assignment.teamId)} queue` : 'a queue';
+    text = `${item.kind === 'routed' ? 'Routed' : 'Escalated'} to ${to}${typeof detail.ruleName === 'string' ? ` by “${detail.ruleName}”` : ''}`;
   } else {
     text = humanize(item.kind);
   }
-  const extra = item.kind === 'handoff' || item.kind === 'assigned' ? [] : Object.entries(detail);
+  const routing = item.kind === 'routed' || item.kind === 'escalated';
+  const extra =
+    item.kind === 'handoff' || item.kind === 'assigned'
+      ? []
+      : routing
+        ? Object.entries(detail).filter(([key]) => key === 'explanation')
+        : Object.entries(detail);
   return (
     <li className={`event event-${item.kind}`} data-seq={item.seq}>
       <p>
