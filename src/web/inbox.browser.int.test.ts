@@ -102,9 +102,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     const ada = await h.createCoordinator({ name: 'Ada Two' });
     const grace = await h.createCoordinator({ name: 'Grace' });
     // New patients go to the least-loaded coordinator: make sure this one is Ada's.
-    await h.database.db.query(`UPDATE coordinators SET is_available = false WHERE id <> $1`, [ada.id]);
+    await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [ada.id]);
     await h.sendSms('+15557770002', 'I need to reschedule Thursday');
-    await h.database.db.query(`UPDATE coordinators SET is_available = true`);
+    await h.database.db.query(`UPDATE coordinators SET is_available = true, status = 'available'`);
     const patient = await h.database.db.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE address = '+15557770002'`);
     const patientId = patient.rows[0]!.patient_id;
 
@@ -134,10 +134,10 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
 
   it('moves between conversations with j/k, focuses the reply box with r, and fits a tablet', async () => {
     const kim = await h.createCoordinator({ name: 'Kim' });
-    await h.database.db.query(`UPDATE coordinators SET is_available = false WHERE id <> $1`, [kim.id]);
+    await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [kim.id]);
     await h.sendSms('+15557770003', 'first patient');
     await h.sendSms('+15557770004', 'second patient');
-    await h.database.db.query(`UPDATE coordinators SET is_available = true`);
+    await h.database.db.query(`UPDATE coordinators SET is_available = true, status = 'available'`);
     const page = await signIn(kim.email, kim.password);
     await page.locator('.conversation').nth(1).waitFor();
     await page.keyboard.press('j');
@@ -167,9 +167,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
 
   it('loads older history page by page as the coordinator scrolls up', async () => {
     const lee = await h.createCoordinator({ name: 'Lee' });
-    await h.database.db.query(`UPDATE coordinators SET is_available = false WHERE id <> $1`, [lee.id]);
+    await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [lee.id]);
     await h.sendSms('+15557770005', 'the very first message');
-    await h.database.db.query(`UPDATE coordinators SET is_available = true`);
+    await h.database.db.query(`UPDATE coordinators SET is_available = true, status = 'available'`);
     const patient = await h.database.db.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE address = '+15557770005'`);
     const patientId = patient.rows[0]!.patient_id;
     // 120 more messages after the first message and its assignment event (seq 1 and 2).
