@@ -1,16 +1,16 @@
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
-import { api, ApiError } from './api.ts';
+import { api, ApiError, routeExists } from './api.ts';
 import type { Directory, Live } from './App.tsx';
 import { CHANNEL_ICONS, CHANNEL_LABELS, channelLabel, formatAgo, formatTime } from './format.ts';
 import type { PatientPanelData } from './types.ts';
 
-/** Link and merge belong to the identity API (another branch): the controls show only where it answers. */
+/**
+ * Link and merge belong to the identity API (another branch): the controls show only where it answers. The probe
+ * is a merge with an empty body, which the route refuses as invalid (400) before touching anything; a server
+ * without the route answers 404 "no route". (GET …/identities is not a probe: the consent API answers it too.)
+ */
 let identityApi: Promise<boolean> | null = null;
-const hasIdentityApi = (patientId: string) =>
-  (identityApi ??= api('GET', `/api/patients/${patientId}/identities`).then(
-    () => true,
-    () => false,
-  ));
+const hasIdentityApi = (patientId: string) => (identityApi ??= routeExists('POST', `/api/patients/${patientId}/merge`, {}));
 
 const CONSENT_KEY = /consent|opt|unsubscrib/i;
 
@@ -50,7 +50,7 @@ export function PatientPanel({ patientId, live, directory, now }: { patientId: s
                 <span className="muted">{identity.last_inbound_at ? `last wrote ${formatAgo(String(identity.last_inbound_at), now)}` : 'never wrote from here'}</span>
                 {consent.map(([key, value]) => (
                   <span key={key} className="consent">
-                    {key.replace(/_/g, ' ')}: {typeof value === 'string' ? value : JSON.stringify(value)}
+                    {key.replace(/_/g, ' ')}: {typeof value === 'boolean' ? (value ? 'yes' : 'no') : typeof value === 'string' ? value : JSON.stringify(value)}
                   </span>
                 ))}
               </li>
