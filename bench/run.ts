@@ -25,6 +25,7 @@ import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
 import { benchInbox } from './inbox.ts';
 import { benchRouting, printRoutingBench } from './routing.ts';
+import { runTranscriptionBench } from './transcription.ts';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const CONCURRENCY = 16;
@@ -130,6 +131,8 @@ async function rawInsertLatencyMs(db: Db): Promise<number> {
 
 async function seedPatients(db: Db): Promise<{ patientIds: string[]; phones: string[]; coordinatorId: string }> {
   const coordinator = await insertCoordinator(db, { email: `bench-${randomBytes(3).toString('hex')}@bench`, name: 'Bench', role: 'coordinator', passwordHash: 'x' });
+  // Routing honours capacity (default 50): lift it so the one bench coordinator takes every bench patient.
+  await db.query(`UPDATE coordinators SET capacity = 1000000 WHERE id = $1`, [coordinator!.id]);
   const phones = Array.from({ length: PATIENTS }, (_, i) => `+1555900${String(i).padStart(4, '0')}`);
   const patientIds: string[] = [];
   for (const [i, phone] of phones.entries()) {
@@ -286,6 +289,7 @@ async function main(): Promise<void> {
   }
   if (backends[0]?.name === 'postgres') await benchInbox(adminUrl);
   printRoutingBench(benchRouting());
+  if (process.env.BENCH_TRANSCRIPTION !== '0') await runTranscriptionBench();
 }
 
 await main();

@@ -12,6 +12,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createPocketSphinxTranscriber, type EngineRun, type PocketSphinxOptions } from '../src/transcription/pocketsphinx.ts';
 import { runProcess } from '../src/transcription/run-process.ts';
 import { DEFAULT_DOMAIN_WEIGHT } from '../src/transcription/vocabulary-boost.ts';
@@ -62,7 +63,8 @@ async function runSet(clips: readonly SpokenClip[], options: PocketSphinxOptions
 const pct = (value: number): string => `${(value * 100).toFixed(1)}%`;
 const mb = (kb: number): string => `${(kb / 1024).toFixed(0)} MB`;
 
-async function main(): Promise<void> {
+/** The whole transcription bench; `npm run bench` calls it after the spine figures. */
+export async function runTranscriptionBench(): Promise<void> {
   assertTranscriptionToolsInstalled();
   const workDir = await mkdtemp(join(tmpdir(), 'bench-transcription-'));
   const cacheDir = join(workDir, 'model-cache');
@@ -116,4 +118,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Standalone: node --import tsx bench/transcription.ts
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await runTranscriptionBench();

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
 
 export const DEFAULT_HELP_REPLY = 'Your care team reads these messages during business hours. For an emergency call 911. Reply STOP to opt out, START to opt back in.';
@@ -23,6 +24,13 @@ const EnvSchema = z
     TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
     TWILIO_MESSAGING_SERVICE_SID: optionalString.pipe(z.string().regex(/^MG[0-9a-fA-F]{32}$/, 'must look like MG followed by 32 hex digits').optional()),
     TWILIO_API_BASE: optionalString.pipe(z.url().optional()),
+    SMS_PROVIDER: z.enum(['twilio', 'telnyx']).default('twilio'),
+    TELNYX_API_KEY: optionalString,
+    TELNYX_PUBLIC_KEY: optionalString.pipe(z.base64().refine((key) => Buffer.from(key, 'base64').length === 32, 'must be the base64 of a 32-byte Ed25519 public key').optional()),
+    TELNYX_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    TELNYX_MESSAGING_PROFILE_ID: optionalString,
+    TELNYX_API_BASE: optionalString.pipe(z.url().optional()),
+    DEFAULT_PHONE_COUNTRY: z.string().regex(/^[A-Z]{2}$/, 'must be an ISO 3166 alpha-2 country code such as US').default('US'),
     SEND_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
@@ -44,6 +52,51 @@ const EnvSchema = z
       .min(1)
       .max(1600)
       .default(DEFAULT_HELP_REPLY),
+    WEBCHAT_LINK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(72),
+    SMTP_LISTEN_HOST: z.string().default('127.0.0.1'),
+    SMTP_LISTEN_PORT: z.union([z.literal('off'), z.coerce.number().int().min(0).max(65535)]).default(2525),
+    SMTP_HOST: optionalString,
+    SMTP_PORT: z.coerce.number().int().min(1).max(65535).default(587),
+    SMTP_SECURE: z.enum(['true', 'false']).default('false'),
+    SMTP_USER: optionalString,
+    SMTP_PASS: optionalString,
+    SMTP_FROM: optionalString,
+    EMAIL_DEFAULT_SUBJECT: z.string().trim().min(1).max(200).default('A message from your care team'),
+    // Calls and recordings (docs/ARCHITECTURE.md "Calls and transcription"); TRANSCRIBER* is read by src/transcription/config.ts.
+    TWILIO_VOICE_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
+    MEDIA_DIR: optionalString,
+    RECORDING_FORMAT: z.enum(['wav', 'mp3']).default('wav'),
+    RECORDING_MAX_BYTES: z.coerce.number().int().min(1024).default(200 * 1024 * 1024),
+    RECORDING_DOWNLOAD_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    TRANSCRIPTION_ATTEMPTS: z.coerce.number().int().min(1).max(20).default(3),
+    MEDIA_JOB_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+    MEDIA_JOB_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
+    VOICE_DIAL_TIMEOUT_SECONDS: z.coerce.number().int().min(5).max(600).default(20),
+    VOICEMAIL_MAX_SECONDS: z.coerce.number().int().min(5).max(3600).default(180),
+    VOICE_RECORDING_NOTICE: optionalString,
+    VOICEMAIL_GREETING: optionalString,
+    VISIT_LINK_TTL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(30),
+    VISIT_ICE_SERVERS: optionalString.pipe(
+      z
+        .string()
+        .transform((text, ctx) => {
+          try {
+            const value: unknown = JSON.parse(text);
+            if (Array.isArray(value)) return value as unknown[];
+          } catch {}
+          ctx.addIssue({ code: 'custom', message: 'must be a JSON array of RTCIceServer, e.g. [{"urls":"stun:stun.example.org"}]' });
+          return z.NEVER;
+        })
+        .optional(),
+    ),
+    METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    METRICS_PORT: optionalString.pipe(z.string().regex(/^\d+$/, 'a port number').transform(Number).pipe(z.number().int().max(65535)).optional()),
+    METRICS_HOST: z.string().default('127.0.0.1'),
+    ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
+    ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    SMTP_URL: optionalString.pipe(z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional()),
+    ALERT_EMAIL_FROM: optionalString.pipe(z.email().optional()),
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -63,6 +116,13 @@ const EnvSchema = z
         ctx.addIssue({ code: 'custom', path: [env.META_APP_SECRET ? 'META_VERIFY_TOKEN' : 'META_APP_SECRET'], message: `${a} needs META_APP_SECRET and META_VERIFY_TOKEN (webhook signature and subscription)` });
       }
     }
+    if (env.SMS_PROVIDER === 'telnyx') {
+      for (const name of ['TELNYX_API_KEY', 'TELNYX_PUBLIC_KEY'] as const) {
+        if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: `SMS_PROVIDER=telnyx needs ${name} (demo mode runs the Twilio fake)` });
+      }
+      if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
+    }
+    if (env.SMTP_HOST && !env.SMTP_FROM) ctx.addIssue({ code: 'custom', path: ['SMTP_FROM'], message: 'set SMTP_FROM (our From address) with SMTP_HOST' });
   });
 
 export type Role = 'web' | 'worker';
@@ -85,6 +145,16 @@ export interface MetaConfig {
   whatsapp?: { phoneNumberId: string; accessToken: string; template?: { name: string; languageCode: string } };
 }
 
+export type SmsProvider = 'twilio' | 'telnyx';
+
+export interface TelnyxConfig {
+  apiKey: string;
+  publicKey: string;
+  fromNumber?: string;
+  messagingProfileId?: string;
+  apiBase?: string;
+}
+
 export interface Config {
   port: number;
   host: string;
@@ -100,6 +170,10 @@ export interface Config {
   meta?: MetaConfig;
   /** The automatic answer to HELP. */
   helpReply: string;
+  smsProvider: SmsProvider;
+  telnyx?: TelnyxConfig;
+  /** ISO country for reading national phone numbers (identity linking). */
+  defaultPhoneCountry: CountryCode;
   sendTimeoutMs: number;
   outboxBatchSize: number;
   outboxPollMs: number;
@@ -109,6 +183,55 @@ export interface Config {
   /** How often the worker looks for due routing fallback timers. */
   routingTimerPollMs: number;
   roles: Role[];
+  /** Web chat links; without a secret web chat is off, except in demo mode, which makes and keeps one. */
+  webchat: { linkSecret?: string; linkTtlMs: number };
+  /** Where inbound email is received over SMTP; null when SMTP_LISTEN_PORT=off. */
+  smtpListen: { host: string; port: number } | null;
+  /** Outbound email; unset outside demo mode means no email replies. */
+  email?: SmtpSendConfig;
+  calls: CallsConfig;
+  ops: OpsConfig;
+}
+
+export interface SmtpSendConfig {
+  host: string;
+  port: number;
+  secure: boolean;
+  user?: string;
+  pass?: string;
+  from: string;
+  defaultSubject: string;
+}
+
+export interface CallsConfig {
+  /** Caller ID for click-to-call: TWILIO_VOICE_NUMBER, else TWILIO_FROM_NUMBER. */
+  voiceNumber?: string;
+  mediaDir: string;
+  recordingFormat: 'wav' | 'mp3';
+  recordingMaxBytes: number;
+  downloadMaxAttempts: number;
+  transcribeMaxAttempts: number;
+  jobConcurrency: number;
+  jobLeaseMs: number;
+  dialTimeoutSec: number;
+  voicemailMaxSec: number;
+  recordingNotice?: string;
+  voicemailGreeting?: string;
+  visitLinkTtlMinutes?: number;
+  /** RTCIceServer[] for video visits (STUN/TURN), from VISIT_ICE_SERVERS as JSON. */
+  visitIceServers?: unknown[];
+}
+
+export interface OpsConfig {
+  /** GET /metrics on the main port needs this bearer token; unset = not served there. */
+  metricsToken?: string;
+  /** A separate listener that serves only /metrics, unauthenticated: bind it to loopback or a private network. */
+  metricsPort?: number;
+  metricsHost: string;
+  alertsIntervalMs: number;
+  alertWebhookSecret?: string;
+  smtpUrl?: string;
+  alertEmailFrom?: string;
 }
 
 export class ConfigError extends Error {
@@ -144,7 +267,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     databasePoolSize: e.DATABASE_POOL_SIZE,
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
-    demo: !twilio,
+    demo: e.SMS_PROVIDER === 'telnyx' ? false : !twilio,
     twilio,
     meta:
       e.MESSENGER_PAGE_ID || e.WHATSAPP_PHONE_NUMBER_ID
@@ -165,6 +288,11 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
           }
         : undefined,
     helpReply: e.HELP_REPLY,
+    smsProvider: e.SMS_PROVIDER,
+    telnyx: e.TELNYX_API_KEY
+      ? { apiKey: e.TELNYX_API_KEY, publicKey: e.TELNYX_PUBLIC_KEY!, fromNumber: e.TELNYX_FROM_NUMBER, messagingProfileId: e.TELNYX_MESSAGING_PROFILE_ID, apiBase: e.TELNYX_API_BASE }
+      : undefined,
+    defaultPhoneCountry: e.DEFAULT_PHONE_COUNTRY as CountryCode,
     sendTimeoutMs: e.SEND_TIMEOUT_MS,
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
@@ -172,6 +300,36 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
+    webchat: { linkSecret: e.WEBCHAT_LINK_SECRET, linkTtlMs: e.WEBCHAT_LINK_TTL_HOURS * 3_600_000 },
+    smtpListen: e.SMTP_LISTEN_PORT === 'off' ? null : { host: e.SMTP_LISTEN_HOST, port: e.SMTP_LISTEN_PORT },
+    email: e.SMTP_HOST
+      ? { host: e.SMTP_HOST, port: e.SMTP_PORT, secure: e.SMTP_SECURE === 'true', user: e.SMTP_USER, pass: e.SMTP_PASS, from: e.SMTP_FROM!, defaultSubject: e.EMAIL_DEFAULT_SUBJECT }
+      : undefined,
+    calls: {
+      voiceNumber: e.TWILIO_VOICE_NUMBER ?? e.TWILIO_FROM_NUMBER,
+      mediaDir: resolve(e.MEDIA_DIR ?? `${e.DATA_DIR}/media`),
+      recordingFormat: e.RECORDING_FORMAT,
+      recordingMaxBytes: e.RECORDING_MAX_BYTES,
+      downloadMaxAttempts: e.RECORDING_DOWNLOAD_ATTEMPTS,
+      transcribeMaxAttempts: e.TRANSCRIPTION_ATTEMPTS,
+      jobConcurrency: e.MEDIA_JOB_CONCURRENCY,
+      jobLeaseMs: e.MEDIA_JOB_LEASE_MS,
+      dialTimeoutSec: e.VOICE_DIAL_TIMEOUT_SECONDS,
+      voicemailMaxSec: e.VOICEMAIL_MAX_SECONDS,
+      recordingNotice: e.VOICE_RECORDING_NOTICE,
+      voicemailGreeting: e.VOICEMAIL_GREETING,
+      visitLinkTtlMinutes: e.VISIT_LINK_TTL_MINUTES,
+      visitIceServers: e.VISIT_ICE_SERVERS,
+    },
+    ops: {
+      metricsToken: e.METRICS_TOKEN,
+      metricsPort: e.METRICS_PORT,
+      metricsHost: e.METRICS_HOST,
+      alertsIntervalMs: e.ALERTS_INTERVAL_MS,
+      alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
+      smtpUrl: e.SMTP_URL,
+      alertEmailFrom: e.ALERT_EMAIL_FROM,
+    },
   };
 }
 

@@ -1,13 +1,15 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { MetaConfig, TwilioConfig } from './config.ts';
+import type { MetaConfig, SmtpSendConfig, TwilioConfig } from './config.ts';
 import type { Db } from './db/db.ts';
 import { insertCoordinator } from './db/coordinators.ts';
 import { seedInboxDemo } from './demo-inbox.ts';
 import { hashPassword } from './security/passwords.ts';
 import { startFakeTwilio, type FakeTwilio } from './test/fake-twilio.ts';
 import { startFakeMeta, type FakeMeta } from './test/fake-meta.ts';
+import { startFakeSmtp, type FakeSmtp } from './test/fake-smtp.ts';
 
 /** Demo-mode credentials: they only ever reach the loopback fake. */
 export const DEMO_TWILIO = {
@@ -37,7 +39,12 @@ export interface DemoInfo {
   fakeMetaUrl?: string;
   messengerWebhookUrl?: string;
   whatsappWebhookUrl?: string;
+  /** Our inbound SMTP listener, for `npm run simulate -- email`. */
+  smtpListen?: { host: string; port: number };
+  /** For `npm run simulate -- webchat`, which signs links with DATA_DIR/webchat-link-secret. */
+  publicBaseUrl?: string;
 }
+
 
 /** Demo-mode Meta settings: the app secret and tokens are the fake's own and only ever reach it. */
 export const DEMO_META_VERIFY_TOKEN = 'demo-verify-token';
@@ -59,6 +66,24 @@ export async function startDemoMeta(): Promise<{ fakeMeta: FakeMeta; meta: MetaC
   };
 }
 
+
+/** Demo mode without SMTP_HOST: outbound email goes to a loopback SMTP sink that keeps what it receives. */
+export async function startDemoEmail(): Promise<{ fakeSmtp: FakeSmtp; email: SmtpSendConfig }> {
+  const fakeSmtp = await startFakeSmtp();
+  return { fakeSmtp, email: { host: fakeSmtp.host, port: fakeSmtp.port, secure: false, from: 'Switchboard Demo <care@demo.switchboard.test>', defaultSubject: 'A message from your care team' } };
+}
+
+/** Demo mode without WEBCHAT_LINK_SECRET: a random secret, kept in DATA_DIR so links survive a restart. */
+export async function loadOrCreateWebchatSecret(dataDir: string): Promise<string> {
+  const file = join(dataDir, 'webchat-link-secret');
+  const existing = await readFile(file, 'utf8').then((text) => text.trim(), () => '');
+  if (existing.length >= 32) return existing;
+  await mkdir(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  await writeFile(file, secret, { mode: 0o600 });
+  return secret;
+}
+
 /** Starts the loopback fakes that stand in for every provider when no credentials are configured. */
 export async function startDemoProviders(): Promise<{ fakeTwilio: FakeTwilio; twilio: TwilioConfig }> {
   const fakeTwilio = await startFakeTwilio({
@@ -71,7 +96,7 @@ export async function startDemoProviders(): Promise<{ fakeTwilio: FakeTwilio; tw
 }
 
 /** Seeds coordinators (first start only) and writes demo.json so `npm run simulate` can find the fakes. */
-export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; publicBaseUrl: string; fakeTwilio: FakeTwilio; fakeMeta?: FakeMeta }): Promise<{ seeded: boolean; info: DemoInfo }> {
+export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; publicBaseUrl: string; fakeTwilio: FakeTwilio; fakeMeta?: FakeMeta; smtpListen?: { host: string; port: number } }): Promise<{ seeded: boolean; info: DemoInfo }> {
   const info: DemoInfo = {
     fakeTwilioUrl: args.fakeTwilio.url,
     smsWebhookUrl: `${args.publicBaseUrl}/webhooks/twilio/sms`,
@@ -79,6 +104,8 @@ export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; 
     ...(args.fakeMeta
       ? { fakeMetaUrl: args.fakeMeta.url, messengerWebhookUrl: `${args.publicBaseUrl}/webhooks/messenger`, whatsappWebhookUrl: `${args.publicBaseUrl}/webhooks/whatsapp` }
       : {}),
+    smtpListen: args.smtpListen,
+    publicBaseUrl: args.publicBaseUrl,
   };
   await mkdir(args.dataDir, { recursive: true });
   await writeFile(join(args.dataDir, 'demo.json'), JSON.stringify(info, null, 2));

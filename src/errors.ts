@@ -79,3 +79,10 @@ export function isStorageUnavailable(error: unknown): boolean {
   const message = error instanceof Error ? error.message : '';
   return /Connection terminated|timeout exceeded when trying to connect|PGlite is closed|Client was closed|Cannot use a pool after calling end/i.test(message);
 }
+
+/** A write addressed a patient that has been merged into another; `mergedInto` is the survivor. */
+export class PatientMergedError extends ConflictError {
+  constructor(readonly patientId: string, readonly mergedInto: string | null) {
+    super('patient_merged', `patient ${patientId} has been merged into ${mergedInto ?? 'another patient'}`);
+  }
+}

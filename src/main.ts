@@ -2,10 +2,15 @@ import pino from 'pino';
 import { buildAdapters } from './channels/index.ts';
 import { ConfigError, parseConfig, type TwilioConfig } from './config.ts';
 import { openDatabase } from './db/open.ts';
-import { DEMO_LOGINS, seedDemo, startDemoMeta, startDemoProviders } from './demo.ts';
+import { DEMO_LOGINS, loadOrCreateWebchatSecret, seedDemo, startDemoEmail, startDemoMeta, startDemoProviders } from './demo.ts';
 import type { ReplyRules } from './core/reply-channel.ts';
+import { startSmtpListener } from './services/smtp-listener.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
+import { buildCallSettings, createMediaStorage, startCallsWorker } from './calls/index.ts';
+import { createTranscriber, parseTranscriptionConfig } from './transcription/config.ts';
+import { createOpsMetrics } from './ops/metrics.ts';
+import { startOps } from './ops/start.ts';
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
@@ -16,11 +21,9 @@ async function main(): Promise<void> {
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, applicationName: `switchboard-${config.roles.join('+')}` });
   stops.push(() => db.close());
 
-  let twilio: TwilioConfig;
+  let twilio: TwilioConfig | undefined = config.twilio;
   let demo: Awaited<ReturnType<typeof startDemoProviders>> | undefined;
-  if (config.twilio) {
-    twilio = config.twilio;
-  } else {
+  if (config.demo) {
     demo = await startDemoProviders();
     stops.push(() => demo!.fakeTwilio.close());
     twilio = demo.twilio;
@@ -33,19 +36,56 @@ async function main(): Promise<void> {
     stops.push(() => demoMeta!.fakeMeta.close());
     meta = demoMeta.meta;
   }
-  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, ...(meta ? { meta } : {}) });
+  const webchatSecret = config.webchat.linkSecret ?? (config.demo ? await loadOrCreateWebchatSecret(config.dataDir) : undefined);
+  let email = config.email;
+  if (!email && config.demo) {
+    const demoEmail = await startDemoEmail();
+    stops.push(() => demoEmail.fakeSmtp.close());
+    email = demoEmail.email;
+  }
+  const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}), db, webchat: true, email });
+  const metrics = createOpsMetrics();
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
+
+  const mediaStorage = createMediaStorage(config.calls);
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply });
+    // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
+    const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
+    const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
-  if (config.roles.includes('worker')) {
-    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules });
-    stops.push(() => worker.stop());
+  let smtpListen: { host: string; port: number } | undefined;
+  if (config.roles.includes('web') && config.smtpListen) {
+    const listen = (port: number) => startSmtpListener({ db, logger, host: config.smtpListen!.host, port });
+    // Several demos (or test runs) on one machine would fight over the default port; a demo takes any free one
+    // (demo.json tells `npm run simulate` which). Outside demo mode a taken port is a configuration error.
+    const listener = await listen(config.smtpListen.port).catch((error: { code?: string }) => {
+      if (!config.demo || error.code !== 'EADDRINUSE') throw error;
+      logger.warn({ port: config.smtpListen!.port }, 'SMTP port in use; the demo listens on a free port instead');
+      return listen(0);
+    });
+    stops.push(() => listener.stop());
+    smtpListen = { host: config.smtpListen.host, port: listener.port };
   }
+  if (config.roles.includes('worker')) {
+    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules, metrics });
+    stops.push(() => worker.stop());
+    if (twilio) {
+      const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
+      const callsWorker = await startCallsWorker({ db, logger, config: config.calls, twilio, storage: mediaStorage, transcriber });
+      stops.push(() => callsWorker.stop());
+      // Builds the boosted language model once (about 8 s) in the background, so the first call does not wait for it.
+      if ('prepare' in transcriber && typeof transcriber.prepare === 'function') {
+        void (transcriber.prepare as () => Promise<void>)().catch((error: unknown) => logger.error({ err: error }, 'transcriber is not ready; recordings will wait and retry'));
+      }
+    }
+  }
+  const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker') });
+  stops.push(() => ops.stop());
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -61,13 +101,18 @@ async function main(): Promise<void> {
   const lines = [`Switchboard is running (roles: ${config.roles.join(', ')}; storage: ${config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/pglite`})`];
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
   if (webUrl) lines.push(`  Web app:        ${config.publicBaseUrl}/  (sign in with a login below)`);
+  if (smtpListen) lines.push(`  Inbound email:  SMTP on ${smtpListen.host}:${smtpListen.port}`);
+  if (webUrl && !webchatSecret) lines.push('  Web chat:       off (set WEBCHAT_LINK_SECRET)');
+  if (ops.metricsUrl) lines.push(`  Metrics:        ${ops.metricsUrl}  (no token: keep this listener private)`);
   if (demo && webUrl) {
-    const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}) });
+    const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}), smtpListen });
     lines.push(
       `  Demo mode: no TWILIO_* credentials, so a local fake Twilio stands in: ${info.fakeTwilioUrl}${seeded ? ' (demo data created)' : ''}`,
       `  Demo logins (POST /api/auth/login):`,
       ...DEMO_LOGINS.map((login) => `    ${login.role.padEnd(11)} ${login.email}  ${login.password}`),
       `  Send a patient SMS:  npm run simulate -- sms --from +15551234567 "I need a refill"`,
+      `  Send a patient email: npm run simulate -- email --from pat@example.org "Can I move my appointment?"`,
+      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a signed link)`,
     );
     if (info.fakeMetaUrl) {
       lines.push(

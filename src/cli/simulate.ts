@@ -1,12 +1,19 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { mkdir } from 'node:fs/promises';
+import { synthesizeSentences } from '../test/audio/fixtures.ts';
+import { CHANNEL_USAGE, simulateEmail, simulateWebchat } from './simulate-channels.ts';
 
 const USAGE = `usage: npm run simulate -- sms --from +15551234567 "message text"
        npm run simulate -- messenger --from 24816030402948 "message text"    (--from is the Page-scoped id)
        npm run simulate -- whatsapp --from +15551234567 "message text"
+       npm run simulate -- call --from +15551234567 [--unanswered] "what the caller says"
+${CHANNEL_USAGE}
 
-Sends a signed inbound message through the running demo's fakes (found via DATA_DIR/demo.json).`;
+Sends a signed inbound message through the running demo's fakes (found via DATA_DIR/demo.json).
+call plays a phone call: the text is spoken with flite (16 kHz) and served as the call's recording; the
+transcript appears in the patient's timeline once the worker has downloaded and transcribed it.`;
 
 interface DemoFile {
   fakeTwilioUrl: string;
@@ -18,8 +25,18 @@ interface DemoFile {
 }
 
 /** Which fake control route sends this kind of message, and with what body. */
-function request(kind: string, demo: DemoFile, from: string, body: string): { url: string; json: unknown } | string {
+async function request(kind: string, demo: DemoFile, from: string, body: string, unanswered: boolean): Promise<{ url: string; json: unknown } | string> {
   switch (kind) {
+    case 'call': {
+      const dir = join(resolve(process.env.DATA_DIR ?? './data'), 'simulated-calls');
+      await mkdir(dir, { recursive: true });
+      const [spoken] = await synthesizeSentences(dir, [body]);
+      const webhooks = demo.smsWebhookUrl.replace(/\/sms$/, '');
+      return {
+        url: `${demo.fakeTwilioUrl}/_fake/voice/play-inbound`,
+        json: { voiceUrl: `${webhooks}/voice`, statusCallbackUrl: `${webhooks}/call-status`, from, to: demo.twilioNumber, recordingPath: spoken!.path, dial: unanswered ? 'no-answer' : 'answer' },
+      };
+    }
     case 'sms':
       return { url: `${demo.fakeTwilioUrl}/_fake/inbound-sms`, json: { webhookUrl: demo.smsWebhookUrl, from, to: demo.twilioNumber, body } };
     case 'messenger':
@@ -36,9 +53,11 @@ function request(kind: string, demo: DemoFile, from: string, body: string): { ur
 
 async function run(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
-  const { values, positionals } = parseArgs({ args: rest, options: { from: { type: 'string' } }, allowPositionals: true, strict: true });
+  if (kind === 'email') return simulateEmail(rest);
+  if (kind === 'webchat') return simulateWebchat(rest);
+  const { values, positionals } = parseArgs({ args: rest, options: { from: { type: 'string' }, unanswered: { type: 'boolean' } }, allowPositionals: true, strict: true });
   const body = positionals.join(' ');
-  if (!kind || !['sms', 'messenger', 'whatsapp'].includes(kind) || !values.from || !body) {
+  if (!kind || !['sms', 'messenger', 'whatsapp', 'call'].includes(kind) || !values.from || !body) {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
@@ -50,7 +69,7 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`no running demo found (${demoFile} is missing); start one with npm start\n`);
     return 1;
   }
-  const target = request(kind, demo, values.from, body);
+  const target = await request(kind, demo, values.from, body, values.unanswered === true);
   if (typeof target === 'string') {
     process.stderr.write(`${target}\n`);
     return 2;

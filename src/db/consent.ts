@@ -6,41 +6,56 @@ import { nextSeq } from './patients.ts';
 
 export interface KeywordOutcome {
   change: ConsentChange | null;
-  /** False when this message's keyword was already recorded (a redelivered webhook). */
+  /** False when this message's keyword was already recorded (a redelivered webhook) or changed nothing. */
   recorded: boolean;
   helpReplyMessageId?: string;
 }
 
 /**
- * Applies the consent keyword an inbound message carries (STOP, START, HELP …): the identity's state, a ledger
- * row naming the message, a `consent` item in the patient's log and, for HELP, an automatic reply through the
+ * Applies the consent keyword an inbound message carries (STOP, START, HELP …) when it changes something: the
+ * identity's state, a ledger row naming the message, a `consent` item in the patient's log and, for HELP, an automatic reply through the
  * outbox, all in one transaction. Idempotent per message (a unique index on the source), so the webhook route
  * calls it for redeliveries too: a crash between storing the message and this commit is healed by the
  * provider's retry, because the webhook was not yet answered 200. Also clears a provider's "unreachable"
  * mark: the patient just wrote from that identity.
  */
-export async function applyInboundConsent(db: Db, args: { messageId: string; duplicate: boolean; helpReply: string }): Promise<KeywordOutcome> {
-  const found = await db.query<{ patient_id: string; identity_id: string | null; channel: Channel; address: string; body: string }>(
-    `SELECT patient_id, identity_id, channel, address, body FROM messages WHERE id = $1 AND direction = 'inbound'`,
+export async function applyInboundConsent(
+  db: Db,
+  args: { messageId: string; duplicate: boolean; channel: Channel; body: string; helpReply: string },
+): Promise<KeywordOutcome> {
+  const keyword = parseConsentKeyword(args.channel, args.body);
+  if (!keyword) {
+    // The common case costs one statement, and nothing for a redelivery.
+    if (!args.duplicate) {
+      await db.query(
+        `UPDATE channel_identities ci SET unreachable_reason = NULL, unreachable_at = NULL
+         FROM messages m WHERE m.id = $1 AND ci.id = m.identity_id AND ci.unreachable_reason IS NOT NULL`,
+        [args.messageId],
+      );
+    }
+    return { change: null, recorded: false };
+  }
+  const found = await db.query<{ patient_id: string; identity_id: string | null; channel: Channel; address: string }>(
+    `SELECT patient_id, identity_id, channel, address FROM messages WHERE id = $1 AND direction = 'inbound'`,
     [args.messageId],
   );
   const message = found.rows[0];
   if (!message?.identity_id) return { change: null, recorded: false };
   const identityId = message.identity_id;
-  const keyword = parseConsentKeyword(message.channel, message.body);
-  if (!keyword) {
-    if (!args.duplicate) await db.query(`UPDATE channel_identities SET unreachable_reason = NULL, unreachable_at = NULL WHERE id = $1 AND unreachable_reason IS NOT NULL`, [identityId]);
-    return { change: null, recorded: false };
-  }
   return db.transaction(async (tx) => {
-    // Locks the patient row first, like every other writer of this patient's log.
-    const seq = await nextSeq(tx, message.patient_id, 'event');
+    // Lock the patient first, like every writer of this patient's log, then decide: a keyword that changes
+    // nothing ("Yes" while opted in, a second STOP) is not a consent change and takes no log position.
+    await tx.query(`SELECT 1 FROM patients WHERE id = $1 FOR UPDATE`, [message.patient_id]);
+    const state = await tx.query<{ opted_out: boolean }>(`SELECT opted_out FROM channel_identities WHERE id = $1`, [identityId]);
+    const optedOut = state.rows[0]?.opted_out ?? false;
+    if ((keyword.change === 'opt_in' && !optedOut) || (keyword.change === 'opt_out' && optedOut)) throw new NothingToRecord();
     const ledger = await tx.query<{ id: string }>(
       `INSERT INTO consent_events (identity_id, patient_id, change, keyword, source_message_id) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (source_message_id) WHERE source_message_id IS NOT NULL DO NOTHING RETURNING id`,
       [identityId, message.patient_id, keyword.change, keyword.keyword, args.messageId],
     );
-    if (!ledger.rows[0]) throw new AlreadyRecorded();
+    if (!ledger.rows[0]) throw new NothingToRecord();
+    const seq = await nextSeq(tx, message.patient_id, 'event');
     await tx.query(`UPDATE channel_identities SET unreachable_reason = NULL, unreachable_at = NULL WHERE id = $1`, [identityId]);
     if (keyword.change !== 'help') {
       await tx.query(`UPDATE channel_identities SET opted_out = $2, consent_changed_at = now() WHERE id = $1`, [identityId, keyword.change === 'opt_out']);
@@ -64,12 +79,13 @@ export async function applyInboundConsent(db: Db, args: { messageId: string; dup
     await notifyActivity(tx, message.patient_id, 'consent');
     return { change: keyword.change, recorded: true, ...(helpReplyMessageId ? { helpReplyMessageId } : {}) };
   }).catch((error: unknown) => {
-    if (error instanceof AlreadyRecorded) return { change: keyword.change, recorded: false };
+    if (error instanceof NothingToRecord) return { change: keyword.change, recorded: false };
     throw error;
   });
 }
 
-class AlreadyRecorded extends Error {}
+/** Rolls back: the keyword was already recorded (a redelivery) or changes nothing. */
+class NothingToRecord extends Error {}
 
 /**
  * Writes a reply no human wrote (`automatic = true`) and its outbox row. It takes the next log position without

@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { CoordinatorRole } from '../core/types.ts';
-import { pickLeastLoaded } from '../core/assignment.ts';
 import type { Queryable } from './db.ts';
 
 export interface Coordinator {
@@ -75,14 +74,4 @@ export async function findCoordinatorByToken(db: Queryable, token: string): Prom
 
 export async function revokeToken(db: Queryable, token: string): Promise<void> {
   await db.query(`UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL`, [hashToken(token)]);
-}
-
-/** Picks the least-loaded available coordinator for a new patient, or null when there is none. */
-export async function pickCoordinatorForNewPatient(db: Queryable): Promise<string | null> {
-  const loads = await db.query<{ id: string; is_available: boolean; load: number }>(
-    `SELECT c.id, c.is_available, count(a.patient_id)::int AS load
-     FROM coordinators c LEFT JOIN assignments a ON a.coordinator_id = c.id
-     WHERE c.role = 'coordinator' GROUP BY c.id`,
-  );
-  return pickLeastLoaded(loads.rows.map((row) => ({ coordinatorId: row.id, assignedPatients: row.load, isAvailable: row.is_available })));
 }

@@ -68,7 +68,7 @@ export async function listConversations(
               v.coordinator_id, v.team_id, COALESCE(rp.seq, 0) AS read_seq
        -- One primary-key probe per visible patient (OFFSET 0 keeps the planner from turning it into a scan of
        -- every patient); the visible set is the viewer's own, usually a few hundred.
-       FROM v CROSS JOIN LATERAL (SELECT * FROM patients WHERE id = v.patient_id OFFSET 0) p
+       FROM v CROSS JOIN LATERAL (SELECT * FROM patients WHERE id = v.patient_id AND merged_into IS NULL OFFSET 0) p
        LEFT JOIN read_positions rp ON rp.coordinator_id = ${me}::uuid AND rp.patient_id = p.id
        WHERE ${where.join(' AND ')}
        ORDER BY p.waiting_since ASC NULLS LAST, p.last_message_at DESC NULLS LAST, p.id

@@ -18,6 +18,24 @@ export interface OutboundCreated {
   replayed: boolean;
 }
 
+/** Set when a human reply ended a wait; `firstResponse` when that wait opened a conversation. For metrics only. */
+type Answered = { answered?: { waitSeconds: number; firstResponse: boolean } };
+
+/** The wait a human reply is about to end, locking the patient row first (nextSeq would take the same lock). */
+async function waitEndedByReply(tx: Queryable, patientId: string): Promise<{ waitingSince: Date; firstResponse: boolean } | undefined> {
+  const found = await tx.query<{ waiting_since: Date | null; previous_human: Date | null }>(
+    `SELECT p.waiting_since,
+            (SELECT max(m.created_at) FROM messages m WHERE m.patient_id = p.id AND m.direction = 'outbound' AND NOT m.automatic
+               AND m.created_at < p.waiting_since) AS previous_human
+     FROM patients p WHERE p.id = $1 FOR UPDATE`,
+    [patientId],
+  );
+  const row = found.rows[0];
+  if (!row?.waiting_since) return undefined;
+  const firstResponse = !row.previous_human || row.waiting_since.getTime() - row.previous_human.getTime() >= CONVERSATION_IDLE_MS;
+  return { waitingSince: row.waiting_since, firstResponse };
+}
+
 export type CreateOutboundResult = OutboundCreated | { error: 'no_channel'; reason: string };
 
 class IdempotencyRace extends Error {}
@@ -29,7 +47,29 @@ class IdempotencyRace extends Error {}
 export async function createOutbound(
   db: Db,
   args: { patientId: string; authorId: string | null; body: string; idempotencyKey?: string; automatic?: boolean; rules?: ReplyRules },
+  metrics?: OutboundMetrics,
 ): Promise<CreateOutboundResult> {
+  const created = await writeOutbound(db, args);
+  if ('error' in created || created.replayed) return created;
+  const { answered, ...message } = created;
+  metrics?.outboundCreated(message.channel, args.automatic === true);
+  if (answered) metrics?.answered(answered.waitSeconds, answered.firstResponse);
+  return message;
+}
+
+/** What createOutbound reports to metrics (src/ops/metrics.ts implements it). */
+export interface OutboundMetrics {
+  outboundCreated(channel: string, automatic: boolean): void;
+  answered(waitSeconds: number, firstResponse: boolean): void;
+}
+
+/** A conversation is idle after this long without a human message to the patient (docs/ARCHITECTURE.md §15). */
+export const CONVERSATION_IDLE_MS = 24 * 3_600_000;
+
+async function writeOutbound(
+  db: Db,
+  args: { patientId: string; authorId: string | null; body: string; idempotencyKey?: string; automatic?: boolean; rules?: ReplyRules },
+): Promise<(OutboundCreated & Answered) | { error: 'no_channel'; reason: string }> {
   if (args.idempotencyKey) {
     const earlier = await findByIdempotencyKey(db, args.patientId, args.idempotencyKey);
     if (earlier) return earlier;
@@ -39,14 +79,16 @@ export async function createOutbound(
       // Consent, reachability and messaging windows decide with recency (src/core/reply-channel.ts).
       const choice = chooseReplyIdentity(await listReplyCandidates(tx, args.patientId), args.rules);
       if (!choice.ok) return { error: 'no_channel' as const, reason: choice.reason };
-      // An automatic reply (routing's after-hours notice) leaves the waiting clock running: nobody has answered yet.
-      const seq = await nextSeq(tx, args.patientId, args.automatic ? 'automatic' : 'reply');
+      // An automatic reply (routing's after-hours notice, a HELP answer) leaves the waiting clock running: nobody has answered yet.
+      const automatic = args.automatic === true;
+      const answered = automatic ? undefined : await waitEndedByReply(tx, args.patientId);
+      const seq = await nextSeq(tx, args.patientId, automatic ? 'automatic' : 'reply');
       const inserted = await tx.query<{ id: string; created_at: Date }>(
         `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, body, status, author_id, idempotency_key, channel_reason, automatic)
          VALUES ($1, $2, 'outbound', $3, $4, $5, $6, 'pending', $7, $8, $9, $10)
          ON CONFLICT (patient_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id, created_at`,
-        [args.patientId, seq, choice.identity.channel, choice.identity.id, choice.identity.address, args.body, args.authorId, args.idempotencyKey ?? null, choice.reason, args.automatic === true],
+        [args.patientId, seq, choice.identity.channel, choice.identity.id, choice.identity.address, args.body, args.authorId, args.idempotencyKey ?? null, choice.reason, automatic],
       );
       const message = inserted.rows[0];
       if (!message) throw new IdempotencyRace();
@@ -62,6 +104,7 @@ export async function createOutbound(
         status: 'pending',
         createdAt: message.created_at,
         replayed: false,
+        ...(answered ? { answered: { waitSeconds: (message.created_at.getTime() - answered.waitingSince.getTime()) / 1000, firstResponse: answered.firstResponse } } : {}),
       };
     });
   } catch (error) {

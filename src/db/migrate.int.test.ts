@@ -7,8 +7,9 @@ describe.each(backends())('migrations on $name', (backend) => {
     const { db, drop } = await backend.create({ migrate: false });
     try {
       const results = await Promise.all([migrate(db), migrate(db), migrate(db)]);
-      const appliedCounts = results.map((applied) => applied.length);
-      expect(appliedCounts.filter((n) => n > 0)).toHaveLength(1);
+      // Runners may take turns file by file; what matters is that every migration was applied by exactly one.
+      const appliedByAll = results.flat();
+      expect(new Set(appliedByAll).size).toBe(appliedByAll.length);
       const versions = await db.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version');
       expect(versions.rows.map((r) => r.version)).toEqual(results.flat().sort());
       expect(await migrate(db)).toEqual([]);

@@ -4,19 +4,27 @@ import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { routeInbound } from './routing.ts';
 import { canSeePatient } from './visibility.ts';
+import { PatientMergedError } from '../errors.ts';
+import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './calls.ts';
 
 /** Takes the next position in the patient's log. The row lock it takes serialises all writers of one patient. */
 export async function nextSeq(tx: Queryable, patientId: string, change: 'inbound' | 'reply' | 'automatic' | 'event'): Promise<number> {
+  // Only a human reply stops the waiting clock; an automatic reply (after-hours notice, HELP answer) does not.
   const waiting =
     change === 'inbound' ? 'COALESCE(waiting_since, now())' : change === 'reply' ? 'NULL' : 'waiting_since';
   const touched = change === 'event' ? 'last_message_at' : 'now()';
   const result = await tx.query<{ last_seq: number }>(
     `UPDATE patients SET last_seq = last_seq + 1, waiting_since = ${waiting}, last_message_at = ${touched}
-     WHERE id = $1 RETURNING last_seq`,
+     WHERE id = $1 AND merged_into IS NULL RETURNING last_seq`,
     [patientId],
   );
   const row = result.rows[0];
-  if (!row) throw new Error(`patient ${patientId} vanished inside its own transaction`);
+  if (!row) {
+    // A writer that waited for this row's lock while a merge absorbed the patient lands here, not in a dead log.
+    const merged = await tx.query<{ merged_into: string | null }>(`SELECT merged_into FROM patients WHERE id = $1`, [patientId]);
+    if (merged.rows[0]) throw new PatientMergedError(patientId, merged.rows[0].merged_into);
+    throw new Error(`patient ${patientId} vanished inside its own transaction`);
+  }
   return row.last_seq;
 }
 
@@ -33,13 +41,42 @@ class DuplicateInbound extends Error {}
  * Stores one inbound message exactly once: the first delivery of a provider message id creates it (and the
  * patient, for a new address); every redelivery finds it and changes nothing.
  */
-export async function recordInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+export async function recordInbound(db: Db, event: InboundMessage, metrics?: InboundMetrics): Promise<InboundResult> {
+  const result = await storeInbound(db, event);
+  if (result.duplicate) metrics?.duplicateDropped('inbound');
+  else metrics?.inboundStored(event.channel);
+  return result;
+}
+
+/** What recordInbound reports to metrics (src/ops/metrics.ts implements it). */
+export interface InboundMetrics {
+  inboundStored(channel: string): void;
+  duplicateDropped(kind: 'inbound'): void;
+}
+
+async function storeInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+  // A merge or an undo that moves this identity while we wait for the patient's lock makes us start again,
+  // so the message lands in the log its identity belongs to now.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await recordInboundOnce(db, event);
+    } catch (error) {
+      if (!(error instanceof IdentityMoved || error instanceof PatientMergedError) || attempt >= 5) throw error;
+    }
+  }
+}
+
+class IdentityMoved extends Error {}
+
+async function recordInboundOnce(db: Db, event: InboundMessage): Promise<InboundResult> {
   const existing = await findInbound(db, event);
   if (existing) return existing;
   try {
     return await db.transaction(async (tx) => {
       const { patientId, identityId, isNewPatient } = await findOrCreateIdentity(tx, event.channel, event.from);
       const seq = await nextSeq(tx, patientId, 'inbound');
+      const owner = await tx.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE id = $1`, [identityId]);
+      if (owner.rows[0]?.patient_id !== patientId) throw new IdentityMoved();
       const inserted = await tx.query<{ id: string }>(
         `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, provider, provider_message_id, body, media, status)
          VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, 'received')
@@ -71,7 +108,8 @@ async function findInbound(db: Queryable, event: InboundMessage): Promise<Inboun
   return row ? { duplicate: true, patientId: row.patient_id, messageId: row.id, isNewPatient: false } : null;
 }
 
-async function findOrCreateIdentity(
+/** The patient behind (channel, address), created (provisionally, race-safe) when there is none. Also used by calls. */
+export async function findOrCreateIdentity(
   tx: Queryable,
   channel: Channel,
   address: string,
@@ -144,7 +182,7 @@ export async function listInbox(db: Queryable, args: { coordinatorId: string | n
                         WHERE m.patient_id = p.id ORDER BY m.seq DESC LIMIT 1) lm ON true
      LEFT JOIN LATERAL (SELECT channel FROM channel_identities ci WHERE ci.patient_id = p.id
                         ORDER BY ci.last_inbound_at DESC NULLS LAST, ci.created_at DESC LIMIT 1) ri ON true
-     WHERE ($1::uuid IS NULL OR a.coordinator_id = $1)
+     WHERE ($1::uuid IS NULL OR a.coordinator_id = $1) AND p.merged_into IS NULL
      ORDER BY p.waiting_since ASC NULLS LAST, p.last_message_at DESC NULLS LAST, p.id
      LIMIT $2`,
     [args.coordinatorId, args.limit],
@@ -193,12 +231,14 @@ export type TimelineItem =
       toCoordinatorId: string | null;
       note: string | null;
       detail: unknown;
-    };
+    }
+  | CallTimelineItem
+  | VisitTimelineItem;
 
 /** One page of the patient's log, oldest first, ending before `beforeSeq` (the newest page when omitted). */
 export async function readTimeline(db: Queryable, args: { patientId: string; beforeSeq?: number; limit: number }): Promise<TimelineItem[]> {
   const params = [args.patientId, args.beforeSeq ?? null, args.limit];
-  const [messages, events] = await Promise.all([
+  const [messages, events, calls] = await Promise.all([
     db.query<Record<string, any>>(
       `SELECT * FROM messages WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
@@ -207,8 +247,10 @@ export async function readTimeline(db: Queryable, args: { patientId: string; bef
       `SELECT * FROM patient_events WHERE patient_id = $1 AND ($2::int IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3`,
       params,
     ),
+    readCallItems(db, args),
   ]);
   const items: TimelineItem[] = [
+    ...calls,
     ...messages.rows.map(
       (m): TimelineItem => ({
         type: 'message',

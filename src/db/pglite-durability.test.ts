@@ -182,7 +182,8 @@ async function commitRows(db: PGlite, disk: ReturnType<typeof recordDisk>, count
   return unsyncedWalAtAck;
 }
 
-describe('createDurablePglite', () => {
+// Child processes, strace-free fsync counting and power-loss emulation: minutes on a loaded 2-core machine.
+describe('createDurablePglite', { timeout: 240_000 }, () => {
   it('acknowledges a commit only after its WAL is fsynced, and keeps every acknowledged row through an emulated power loss', async () => {
     const dataDir = path.join(root, 'durable');
     const disk = recordDisk(dataDir);

@@ -150,7 +150,8 @@ export function joinTransaction(tx: Queryable, kind: Db['kind']): Db {
 
 export interface InboundRouting {
   patientId: string;
-  messageId: string;
+  /** Null for a contact that is no message (a phone call). */
+  messageId: string | null;
   message: { body: string; channel: Channel; media: readonly unknown[] };
   now: Date;
 }
@@ -170,9 +171,12 @@ export async function routeInbound(tx: Queryable, kind: Db['kind'], args: Inboun
     conversation: { lastAutoReplyAt: patient.lastAutoReplyAt },
   });
   const held = await heldByTeamHandoff(tx, patient);
+  // A patient without a coordinator will most likely get one: lock at once rather than decide twice.
+  const lockedEarly = patient.coordinatorId === null && held === null;
+  if (lockedEarly) await tx.query(`SELECT pg_advisory_xact_lock($1)`, [ASSIGN_LOCK]);
   let routingFacts = await facts();
   let decision = holdForHandoff(active.compiled, routeMessage(active.compiled, routingFacts, args.now), held);
-  if (decision.assignment.kind === 'coordinator' && !decision.keptCurrent) {
+  if (!lockedEarly && decision.assignment.kind === 'coordinator' && !decision.keptCurrent) {
     // Decide again under the lock, on loads nobody else can change until we commit.
     await tx.query(`SELECT pg_advisory_xact_lock($1)`, [ASSIGN_LOCK]);
     routingFacts = await facts();

@@ -24,12 +24,12 @@ export interface Viewer {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Whether the viewer may see the patient. "No" and "no such patient" are the same answer. */
+/** Whether the viewer may see the patient. "No" and "no such patient" (or one merged into another) are the same answer. */
 export async function canSeePatient(db: Queryable, viewer: Viewer, patientId: string): Promise<boolean> {
   if (!UUID.test(patientId)) return false;
   const result = await db.query(
     `SELECT 1 FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id
-     WHERE p.id = $3 AND ${visibleSql('$1::uuid', '$2::text')}`,
+     WHERE p.id = $3 AND p.merged_into IS NULL AND ${visibleSql('$1::uuid', '$2::text')}`,
     [viewer.id, viewer.role, patientId],
   );
   return result.rowCount > 0;
@@ -42,7 +42,7 @@ export async function viewersOfPatient(db: Queryable, patientId: string, viewerI
     `SELECT c.id FROM coordinators c
      JOIN patients p ON p.id = $1
      LEFT JOIN assignments a ON a.patient_id = p.id
-     WHERE c.id = ANY($2::uuid[]) AND ${visibleSql('c.id', 'c.role')}`,
+     WHERE c.id = ANY($2::uuid[]) AND p.merged_into IS NULL AND ${visibleSql('c.id', 'c.role')}`,
     [patientId, [...new Set(viewerIds)]],
   );
   return new Set(result.rows.map((row) => row.id));
@@ -51,7 +51,7 @@ export async function viewersOfPatient(db: Queryable, patientId: string, viewerI
 /** Every patient id the viewer may see now (a live connection's starting set, to tell it when one leaves). */
 export async function visiblePatientIds(db: Queryable, viewer: Viewer): Promise<string[]> {
   const result = await db.query<{ id: string }>(
-    `SELECT p.id FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE ${visibleSql('$1::uuid', '$2::text')}`,
+    `SELECT p.id FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE p.merged_into IS NULL AND ${visibleSql('$1::uuid', '$2::text')}`,
     [viewer.id, viewer.role],
   );
   return result.rows.map((row) => row.id);

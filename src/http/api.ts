@@ -125,7 +125,7 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.post('/api/patients/:id/messages', async (request, reply) => {
     const { caller, patientId } = await requirePatient(request);
     const input = parseInput(SendBody, request.body);
-    const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey, rules: deps.replyRules });
+    const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey, rules: deps.replyRules }, deps.metrics);
     if ('error' in result) throw new ConflictError(result.error, result.reason);
     if (!result.replayed) await appendAudit(db, { actorId: caller.id, action: 'message.send', patientId, detail: { messageId: result.messageId, channel: result.channel }, ip: request.ip });
     return reply.status(result.replayed ? 200 : 201).send(result);

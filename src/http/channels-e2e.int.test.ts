@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { attachIdentity } from '../db/link-identity.ts';
 import { backends } from '../test/databases.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
 
@@ -8,8 +7,7 @@ const DAY_MS = 24 * 3_600_000;
 /**
  * The issue's proof, over real HTTP: one patient on SMS, Messenger and WhatsApp; each reply on the latest medium,
  * in order, exactly once; Messenger's window closes and replies fall back to SMS; STOP on SMS makes the fallback
- * skip SMS. The Messenger and WhatsApp identities are attached to the SMS patient with src/db/link-identity.ts
- * (a stand-in until the identity-linking API exists).
+ * skip SMS. The Messenger and WhatsApp identities are linked to the SMS patient through the identity-linking API.
  */
 describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $name', (backend) => {
   let h: Harness;
@@ -38,6 +36,10 @@ describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $na
       ...h.fake.received.map((m) => ({ at: m.receivedAtMs, channel: 'sms', to: m.to, text: m.body })),
       ...meta.received.map((m) => ({ at: m.receivedAtMs, channel: m.api, to: m.to, text: m.api === 'messenger' ? m.json.message.text : (m.json.text?.body ?? `template:${m.json.template.name}`) })),
     ];
+    const link = async (channel: string, address: string) => {
+      const response = await h.api('POST', `/api/patients/${patientId}/identities`, { token: ada.token, body: { channel, address } });
+      expect(response.status, response.text).toBeLessThan(300);
+    };
     const timelineMessage = async (id: string) => (await h.api('GET', `/api/patients/${patientId}/timeline`, { token: ada.token })).json.items.find((i: any) => i.id === id);
 
     // 1. SMS.
@@ -48,7 +50,7 @@ describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $na
     await eventually(() => h.fake.received.some((m) => m.body === 'reply 1'), { what: 'reply 1 by SMS' });
 
     // 2. Messenger, attached to the same patient.
-    expect(await attachIdentity(h.database.db, { patientId, channel: 'messenger', address: psid })).toHaveProperty('identityId');
+    await link('messenger', psid);
     expect((await meta.sendMessengerText({ webhookUrl: messengerHook, psid, text: 'Same Sam, on Messenger' })).status).toBe(200);
     const r2 = await reply('reply 2');
     expect(r2).toMatchObject({ channel: 'messenger', channelReason: 'last used messenger' });
@@ -56,7 +58,7 @@ describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $na
     expect(sent2.json).toMatchObject({ recipient: { id: psid }, messaging_type: 'RESPONSE' });
 
     // 3. WhatsApp: attached in a local spelling; the webhook's digits-only number is the same identity.
-    expect(await attachIdentity(h.database.db, { patientId, channel: 'whatsapp', address: '(555) 123-4567' })).toHaveProperty('identityId');
+    await link('whatsapp', '(555) 123-4567');
     expect((await meta.sendWhatsAppText({ webhookUrl: whatsappHook, from: '15551234567', text: 'And on WhatsApp' })).status).toBe(200);
     const r3 = await reply('reply 3');
     expect(r3).toMatchObject({ channel: 'whatsapp', channelReason: 'last used whatsapp' });
@@ -110,7 +112,7 @@ describe.each(backends())('one patient across SMS, Messenger and WhatsApp on $na
     const got = deliveries().sort((a, b) => a.at - b.at).map((d) => [d.channel, d.text]);
     expect(got).toEqual(expected);
 
-    const identities = (await h.api('GET', `/api/patients/${patientId}/identities`, { token: ada.token })).json.identities;
+    const identities = (await h.api('GET', `/api/patients/${patientId}/consent`, { token: ada.token })).json.identities;
     expect(identities.find((i: any) => i.channel === 'sms')).toMatchObject({ optedOut: true, ledger: [{ change: 'opt_out', keyword: 'STOP', source: 'keyword' }] });
     expect(identities.find((i: any) => i.channel === 'whatsapp')).toMatchObject({ address: '+15551234567', optedOut: false });
   });

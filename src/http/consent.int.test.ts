@@ -33,10 +33,12 @@ describe.each(backends())('consent keywords and the ledger on $name', (backend) 
     expect((await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'x' } })).status).toBe(409);
 
     await h.sendSms(phone, 'START');
+    // "Yes" while opted in is an answer, not a consent change: nothing is recorded.
+    await h.sendSms(phone, 'Yes');
     const allowed = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'welcome back' } });
     expect(allowed.status).toBe(201);
 
-    const identities = (await h.api('GET', `/api/patients/${patientId}/identities`, { token: ada.token })).json.identities;
+    const identities = (await h.api('GET', `/api/patients/${patientId}/consent`, { token: ada.token })).json.identities;
     const stopMessage = (await h.database.db.query<{ id: string }>(`SELECT id FROM messages WHERE provider_message_id = $1`, ['SM' + 'f'.repeat(32)])).rows[0]!.id;
     expect(identities).toMatchObject([
       { channel: 'sms', address: phone, optedOut: false, ledger: [{ change: 'opt_out', keyword: 'STOP', sourceMessageId: stopMessage }, { change: 'opt_in', keyword: 'START' }] },

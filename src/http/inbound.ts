@@ -15,7 +15,7 @@ import { DEFAULT_HELP_REPLY } from '../config.ts';
  * forward only. Each event commits on its own; the caller answers 200 only after all of them, so a failure is a
  * 5xx and the provider redelivers the batch (stored events are then duplicates).
  */
-export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events: readonly ChannelEvent[], options: { quietWhenEmpty?: boolean } = {}): Promise<void> {
+export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events: readonly ChannelEvent[], options: { quietWhenEmpty?: boolean; elapsedSeconds?: () => number } = {}): Promise<void> {
   if (events.length === 0) {
     if (options.quietWhenEmpty) return;
     log.info('signed webhook event of a kind we ignore');
@@ -29,8 +29,9 @@ export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events
     .sort((a, b) => (a.e.receivedAt?.getTime() ?? 0) - (b.e.receivedAt?.getTime() ?? 0) || a.index - b.index)
     .map(({ e }) => e);
   for (const event of inbound) {
-    const result = await recordInbound(deps.db, event);
-    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
+    const result = await recordInbound(deps.db, event, deps.metrics);
+    if (options.elapsedSeconds) deps.metrics?.webhookToStored('inbound', options.elapsedSeconds());
+    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, channel: event.channel, body: event.body, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
     log.info(
       { channel: event.channel, patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate, ...(consent.change ? { consent: consent.change, consentRecorded: consent.recorded } : {}) },
       'inbound message',

@@ -218,6 +218,23 @@ describe.each(backends())('routing over HTTP on $name', (backend) => {
     expect(pool).toMatchObject({ members: 2, eligible: 1, excluded: { missingSkills: 1 }, chosen: carl.id });
   });
 
+  it('gives every inbound message exactly one decision and never fills a coordinator past capacity, under concurrency', async () => {
+    const ada = await h.createCoordinator({ name: 'Ada' });
+    await db().query(`UPDATE coordinators SET capacity = 3 WHERE id = $1`, [ada.id]);
+    const sends = Array.from({ length: 8 }, (_, i) => h.sendSms(`+155500120${i}0`, 'hello', `SMcapacity${i}`));
+    // Redeliveries of two of them race the originals.
+    sends.push(h.sendSms('+15550012000', 'hello', 'SMcapacity0'), h.sendSms('+15550012010', 'hello', 'SMcapacity1'));
+    expect((await Promise.all(sends)).map((r) => r.status)).toEqual(Array(10).fill(200));
+    const counts = await db().query<{ inbound: number; decisions: number; ada: number; queued: number }>(
+      `SELECT (SELECT count(*)::int FROM messages WHERE direction = 'inbound') AS inbound,
+              (SELECT count(*)::int FROM routing_decisions) AS decisions,
+              (SELECT count(*)::int FROM assignments WHERE coordinator_id = $1) AS ada,
+              (SELECT count(*)::int FROM assignments WHERE coordinator_id IS NULL) AS queued`,
+      [ada.id],
+    );
+    expect(counts.rows[0]).toEqual({ inbound: 8, decisions: 8, ada: 3, queued: 5 });
+  });
+
   it('moves an unanswered message to the next target when its timer runs out, processed by the worker with an injected clock', async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
     const grace = await h.createCoordinator({ name: 'Grace' });

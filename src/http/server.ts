@@ -1,6 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ZodType } from 'zod';
+import type { CountryCode } from 'libphonenumber-js';
 import type { ChannelAdapter } from '../channels/channel.ts';
 import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
@@ -12,6 +13,15 @@ import { registerWebhookRoutes } from './webhooks.ts';
 import { registerMetaWebhookRoutes } from './meta-webhooks.ts';
 import { registerConsentRoutes } from './consent-api.ts';
 import type { ReplyRules } from '../core/reply-channel.ts';
+import { registerIdentityRoutes } from './identity-api.ts';
+import { registerTelnyxWebhookRoutes } from './telnyx-webhooks.ts';
+import { registerWebchatRoutes, type WebchatSettings } from './webchat-api.ts';
+import { registerVoiceWebhookRoutes } from './voice-webhooks.ts';
+import { registerCallsApiRoutes } from './calls-api.ts';
+import { registerVisitRoutes } from './visits.ts';
+import type { CallSettings } from '../calls/settings.ts';
+import { registerOpsRoutes } from './ops-api.ts';
+import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
   db: Db;
@@ -28,6 +38,16 @@ export interface AppDeps {
   replyRules?: ReplyRules;
   /** The automatic answer to HELP (config HELP_REPLY). */
   helpReply?: string;
+  /** ISO country for reading national phone numbers when linking identities (DEFAULT_PHONE_COUNTRY); default US. */
+  defaultPhoneCountry?: CountryCode;
+  /** Web chat (page, link API, stream); absent means web chat is off. */
+  webchat?: WebchatSettings;
+  /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
+  calls?: CallSettings;
+  /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */
+  metrics?: OpsMetrics;
+  /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
+  metricsToken?: string;
 }
 
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -68,6 +88,13 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerRoutingRoutes(app, deps);
   await registerMetaWebhookRoutes(app, deps);
   await registerConsentRoutes(app, deps);
+  await registerIdentityRoutes(app, deps);
+  await registerTelnyxWebhookRoutes(app, deps);
+  await registerWebchatRoutes(app, deps);
+  await registerVoiceWebhookRoutes(app, deps);
+  await registerCallsApiRoutes(app, deps);
+  await registerVisitRoutes(app, deps);
+  await registerOpsRoutes(app, deps);
   return app;
 }
 

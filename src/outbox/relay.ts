@@ -23,6 +23,14 @@ export interface OutboxRelayOptions {
   random?: () => number;
   /** The clock and template channels for choosing a fallback channel when a send fails on its identity. */
   replyRules?: ReplyRules;
+  /** src/ops/metrics.ts implements it. */
+  metrics?: RelayMetrics;
+}
+
+export interface RelayMetrics {
+  providerError(provider: string, code: string): void;
+  replyToProviderAccepted(seconds: number): void;
+  outboundFinal(status: string): void;
 }
 
 export interface OutboxRelay {
@@ -98,6 +106,7 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
         needsLookup = false;
       }
       const { providerMessageId } = await adapter.send(message, { outboxId: send.outboxId, signal });
+      options.metrics?.replyToProviderAccepted(Math.max(0, Date.now() - send.createdAt.getTime()) / 1000);
       return { ...base, kind: 'sent', provider: adapter.provider, providerMessageId };
     } catch (error) {
       const failure =
@@ -105,11 +114,14 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
           ? error
           : new ProviderError(error instanceof Error ? error.message : String(error), { retryable: true, outcome: 'unknown', code: 'unexpected' }, { cause: error });
       const { retryable, outcome, code, retryAfterMs } = failure.details;
+      options.metrics?.providerError(adapter.provider, code);
       if (!retryable) {
+        options.metrics?.outboundFinal('failed');
         const identity = failure.details.identity;
         return { ...base, kind: 'failed', provider: adapter.provider, errorCode: code, error: failure.message, ...(identity ? { identity } : {}) };
       }
       if (Date.now() - send.createdAt.getTime() > maxAgeMs) {
+        options.metrics?.outboundFinal('failed');
         return { ...base, kind: 'failed', provider: adapter.provider, errorCode: 'expired', error: `undelivered after ${Math.round(maxAgeMs / 3_600_000)}h: ${failure.message}` };
       }
       return {
@@ -183,25 +195,20 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
     }
   })();
 
-  let stopping: Promise<void> | null = null;
   return {
     workerKey,
-    // Idempotent: a test may stop a relay early and its harness stop it again.
-    stop() {
-      stopping ??= stopOnce();
-      return stopping;
+    async stop() {
+      // A second stop (a test stopped the relay early, then its harness) has nothing left to do.
+      if (stopped) return;
+      stopped = true;
+      wake();
+      await loop;
+      while (inFlight > 0 && !(await isDbGone())) {
+        await flush();
+        if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await unlisten().catch(() => {});
+      await session.release();
     },
   };
-
-  async function stopOnce(): Promise<void> {
-    stopped = true;
-    wake();
-    await loop;
-    while (inFlight > 0 && !(await isDbGone())) {
-      await flush();
-      if (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    await unlisten().catch(() => {});
-    await session.release();
-  }
 }

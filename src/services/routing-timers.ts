@@ -36,7 +36,7 @@ export function startRoutingTimers(options: RoutingTimersOptions): RoutingTimers
   };
   const loop = () => {
     if (stopped) return;
-    tick()
+    void tick()
       .catch((error: unknown) => options.logger.error({ err: error }, 'routing timers failed'))
       .finally(() => {
         if (!stopped) timer = setTimeout(loop, options.pollMs);

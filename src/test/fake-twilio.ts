@@ -2,6 +2,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { z } from 'zod';
+import { createFakeTwilioVoice, type FakeTwilioVoice } from './fake-twilio-voice.ts';
 
 /**
  * A loopback fake of Twilio's Programmable Messaging REST API (2010-04-01): a real HTTP server that the unmodified
@@ -116,6 +117,8 @@ export interface FakeTwilio {
   sendInboundSms(args: { webhookUrl: string; signatureUrl?: string; from: string; to: string; body: string; mediaUrls?: string[]; messageSid?: string }): Promise<{ status: number; body: string; messageSid: string }>;
   /** Signed status callback for a message the fake accepted (to its StatusCallback URL, or an explicit url); also sets the message's stored status. Throws if the message is unknown or has no URL. */
   sendStatusCallback(args: { messageSid: string; status: string; errorCode?: string; url?: string; signatureUrl?: string }): Promise<{ status: number }>;
+  /** Twilio Voice: Calls.create, recording media behind Basic auth with download faults, and playing calls against our webhooks. */
+  readonly voice: FakeTwilioVoice;
 }
 
 /**
@@ -135,7 +138,7 @@ export function signTwilioRequest(authToken: string, url: string, params: Record
 // --- control input ------------------------------------------------------------------------------------------
 
 const rate = z.number().min(0).max(1).optional();
-const faultConfigSchema = z
+export const faultConfigSchema = z
   .strictObject({
     latencyMs: z
       .tuple([z.number().min(0), z.number().min(0)])
@@ -154,7 +157,7 @@ const faultConfigSchema = z
     'fault rates must sum to at most 1',
   ) satisfies z.ZodType<FaultConfig>;
 
-const oneShotFaultSchema = z.discriminatedUnion('kind', [
+export const oneShotFaultSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('status'), status: z.union([z.literal(429), z.literal(500), z.literal(502), z.literal(503)]) }),
   z.strictObject({ kind: z.literal('latency'), ms: z.number().min(0) }),
   z.strictObject({ kind: z.literal('timeout'), holdMs: z.number().min(0).optional() }),
@@ -217,7 +220,7 @@ interface TwilioError {
 }
 
 /** mulberry32: small, seedable, good enough to pick faults. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -578,6 +581,7 @@ export async function startFakeTwilio(options: FakeTwilioOptions): Promise<FakeT
   // --- REST routing --------------------------------------------------------------------------------------------
 
   async function handleApi(req: IncomingMessage, res: ServerResponse, url: URL, raw: string): Promise<void> {
+    if (await voiceApi.handle(req, res, url, raw)) return;
     const notFound = () => sendError(res, twilioError(404, 20404, `The requested resource ${url.pathname} was not found`));
     const match = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages(?:\/([^/]+))?\.json$/.exec(url.pathname);
     if (!match) return notFound();
@@ -619,11 +623,14 @@ export async function startFakeTwilio(options: FakeTwilioOptions): Promise<FakeT
     }
   }
 
+  const voiceApi = createFakeTwilioVoice({ accountSid, apiVersion: API_VERSION, baseUrl: () => baseUrl, postForm, sendJson, sendError, isAuthorized, parseForm });
+
   const fake: FakeTwilio = {
     get url() {
       return baseUrl;
     },
     received,
+    voice: voiceApi.voice,
     setFaults(config) {
       faults = parseControl(faultConfigSchema, config);
       random = faults.seed === undefined ? Math.random : seededRandom(faults.seed);
@@ -724,6 +731,8 @@ export async function startFakeTwilio(options: FakeTwilioOptions): Promise<FakeT
       return reply(400, { error: 'body is not JSON' });
     }
     const route = `${req.method} ${url.pathname}`;
+    const voiceControl = await voiceApi.control(route, body);
+    if (voiceControl) return reply(voiceControl.status, voiceControl.json);
     try {
       switch (route) {
         case 'GET /_fake/received':

@@ -7,11 +7,18 @@ import { insertCoordinator } from '../db/coordinators.ts';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../outbox/relay.ts';
 import { hashPassword } from '../security/passwords.ts';
 import { startWeb, type WebService } from '../services/web.ts';
+import type { AppDeps } from '../http/server.ts';
 import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
 import { startFakeMeta, type FakeMeta } from './fake-meta.ts';
 import type { ReplyRules } from '../core/reply-channel.ts';
 import type { MetaConfig } from '../config.ts';
+import { startFakeSmtp, type FakeSmtp } from './fake-smtp.ts';
+import { startSmtpListener, type SmtpListener } from '../services/smtp-listener.ts';
+
+export const TEST_WEBCHAT_SECRET = 'test-webchat-link-secret-0123456789abcdef';
+export const TEST_EMAIL_FROM = 'Care Team <care@switchboard.test>';
+import { buildCallSettings, createMediaStorage, DEFAULT_CALLS_CONFIG } from '../calls/index.ts';
 
 export const TEST_TWILIO = {
   accountSid: 'AC' + 'a'.repeat(32),
@@ -48,6 +55,9 @@ export interface Harness {
   /** Present when started with `meta`: the fake Graph API behind the Messenger and WhatsApp adapters. */
   meta?: FakeMeta;
   close(): Promise<void>;
+  /** With `email: true`: the fake outbound SMTP server, and our inbound SMTP listener. */
+  smtp?: FakeSmtp;
+  smtpListener?: SmtpListener;
 }
 
 export const TEST_META_VERIFY_TOKEN = 'test-verify-token';
@@ -58,7 +68,7 @@ export interface HarnessMetaOptions {
   whatsappTemplate?: { name: string; languageCode: string };
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { mediaDir: string }; app?: Partial<AppDeps> } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
@@ -74,8 +84,15 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
   };
   const now = options.meta?.now;
   const replyRules: ReplyRules | undefined = options.meta ? { now: now ?? (() => new Date()), templateChannels: options.meta.whatsappTemplate ? ['whatsapp'] : [] } : undefined;
-  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, ...(meta ? { meta } : {}), ...(now ? { now } : {}) });
-  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}) });
+  const smtp = options.email ? await startFakeSmtp() : undefined;
+  const email = smtp ? { host: smtp.host, port: smtp.port, secure: false, from: TEST_EMAIL_FROM, defaultSubject: 'A message from your care team' } : undefined;
+  const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, ...(meta ? { meta } : {}), ...(now ? { now } : {}), db: database.db, webchat: options.webchat, email });
+  const calls = options.calls
+    ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir: options.calls.mediaDir, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: createMediaStorage(options.calls), timeoutMs: 2_000 })
+    : undefined;
+  const webchat = options.webchat ? { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 3_600_000 } : undefined;
+  const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat, calls, ...options.app });
+  const smtpListener = options.email ? await startSmtpListener({ db: database.db, logger, host: '127.0.0.1', port: 0 }) : undefined;
   const relays: OutboxRelay[] = [];
   let coordinatorCount = 0;
 
@@ -86,6 +103,8 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     web,
     baseUrl,
     ...(fakeMeta ? { meta: fakeMeta } : {}),
+    smtp,
+    smtpListener,
     async api(method, path, { token, body, rawBody, contentType } = {}) {
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
@@ -126,6 +145,8 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
     async close() {
       for (const relay of relays.splice(0)) await relay.stop();
       await web.stop();
+      await smtpListener?.stop();
+      await smtp?.close();
       await fake.close();
       await fakeMeta?.close();
       await database.drop();

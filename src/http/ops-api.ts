@@ -1,0 +1,133 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { appendAudit } from '../db/audit.ts';
+import type { Coordinator } from '../db/coordinators.ts';
+import { BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { listAlertRuleVersions, loadActiveAlertRules, saveAlertRules, validateAlertRules } from '../ops/alert-rules.ts';
+import { acknowledgeAlert, listAlerts } from '../ops/alerts.ts';
+import { listTargetHealth } from '../ops/notifier.ts';
+import { buildDailySeries, buildReport, reportToCsv, validateReportQuery } from '../ops/reports.ts';
+import { parseInput, type AppDeps } from './server.ts';
+
+const IsoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'expected YYYY-MM-DD').refine((d) => !Number.isNaN(Date.parse(d)), 'not a calendar date');
+const ReportQuery = z.object({
+  groupBy: z.enum(['coordinator', 'team', 'channel']).default('coordinator'),
+  from: IsoDate,
+  to: IsoDate,
+  tz: z.string().min(1, 'tz (an IANA zone such as America/New_York) is required'),
+  clock: z.enum(['wall', 'business']).default('wall'),
+  slaMinutes: z.coerce.number().positive().max(10080).default(15),
+  format: z.enum(['json', 'csv']).default('json'),
+});
+const AlertsQuery = z.object({
+  state: z
+    .string()
+    .default('firing')
+    .transform((s) => s.split(','))
+    .pipe(z.array(z.enum(['pending', 'firing', 'resolved']))),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+});
+const AlertParams = z.object({ id: z.uuid() });
+
+/** Checks a bearer token against the configured one without leaking its length or content through timing. */
+export function isMetricsTokenValid(header: string | undefined, token: string): boolean {
+  const given = header?.startsWith('Bearer ') ? header.slice(7).trim() : '';
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return given !== '' && timingSafeEqual(digest(given), digest(token));
+}
+
+export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const { db } = deps;
+
+  // On the main port /metrics exists only with a token; METRICS_PORT serves it unauthenticated on loopback.
+  if (deps.metrics && deps.metricsToken) {
+    const metrics = deps.metrics;
+    const token = deps.metricsToken;
+    app.get('/metrics', async (request, reply) => {
+      if (!isMetricsTokenValid(request.headers.authorization, token)) throw new UnauthorizedError('GET /metrics needs Authorization: Bearer $METRICS_TOKEN');
+      return reply.type(metrics.registry.contentType).send(await metrics.render(db));
+    });
+  }
+
+  const supervisor = (request: FastifyRequest): Coordinator => {
+    const caller = request.caller;
+    if (!caller) throw new UnauthorizedError();
+    if (caller.role === 'coordinator') throw new ForbiddenError('supervisor_only', 'this needs the supervisor or admin role');
+    return caller;
+  };
+
+  app.get('/api/ops/alert-rules', async (request) => {
+    supervisor(request);
+    const active = await loadActiveAlertRules(db);
+    return { active, versions: await listAlertRuleVersions(db) };
+  });
+
+  /** Dry run: every problem listed, nothing stored. */
+  app.post('/api/ops/alert-rules/validate', async (request) => {
+    supervisor(request);
+    const result = validateAlertRules(request.body);
+    return result.ok ? { ok: true, document: result.document } : { ok: false, errors: result.errors };
+  });
+
+  app.put('/api/ops/alert-rules', async (request, reply) => {
+    const caller = supervisor(request);
+    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'changing alert rules needs the admin role');
+    const result = await saveAlertRules(db, request.body, caller.id);
+    if (!result.ok) throw new BadRequestError('invalid_alert_rules', 'the alert rules are invalid; the active version is unchanged', { details: result.errors });
+    await appendAudit(db, { actorId: caller.id, action: 'alert_rules.save', detail: { version: result.version }, ip: request.ip });
+    return reply.status(201).send({ version: result.version, document: result.document });
+  });
+
+  /** What the inbox shows supervisors as banners. */
+  app.get('/api/ops/alerts', async (request) => {
+    const caller = supervisor(request);
+    const query = parseInput(AlertsQuery, request.query);
+    const alerts = await listAlerts(db, { states: query.state, limit: query.limit });
+    await appendAudit(db, { actorId: caller.id, action: 'alerts.read', detail: { states: query.state, alerts: alerts.length }, ip: request.ip });
+    return { alerts };
+  });
+
+  app.post('/api/ops/alerts/:id/ack', async (request) => {
+    const caller = supervisor(request);
+    const { id } = parseInput(AlertParams, request.params);
+    if (!(await acknowledgeAlert(db, id, caller.id))) throw new NotFoundError('open unacknowledged alert');
+    await appendAudit(db, { actorId: caller.id, action: 'alert.ack', detail: { alertId: id }, ip: request.ip });
+    return { id, acknowledgedBy: caller.id };
+  });
+
+  app.get('/api/ops/alert-targets', async (request) => {
+    supervisor(request);
+    return { targets: await listTargetHealth(db) };
+  });
+
+  app.get('/api/ops/reports', async (request, reply) => {
+    const caller = supervisor(request);
+    const query = parseInput(ReportQuery, request.query);
+    const problems = validateReportQuery({ from: query.from, to: query.to, timeZone: query.tz });
+    if (problems.length > 0) {
+      throw new BadRequestError('invalid_input', 'the request is invalid', { details: problems.map((p) => ({ path: p.split(':')[0], message: p.slice(p.indexOf(':') + 2) })) });
+    }
+    const report = await buildReport(db, { groupBy: query.groupBy, from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date() });
+    await appendAudit(db, { actorId: caller.id, action: 'report.read', detail: { groupBy: query.groupBy, from: query.from, to: query.to, format: query.format }, ip: request.ip });
+    if (query.format === 'csv') {
+      const name = `switchboard-${query.groupBy}-${query.from}-${query.to}.csv`;
+      return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${name}"`).send(reportToCsv(report));
+    }
+    return report;
+  });
+
+  /** Day-by-day totals over at most 92 days, for the dashboard's charts. */
+  app.get('/api/ops/reports/daily', async (request) => {
+    const caller = supervisor(request);
+    const query = parseInput(ReportQuery, request.query);
+    const problems = validateReportQuery({ from: query.from, to: query.to, timeZone: query.tz });
+    if (Date.parse(query.to) - Date.parse(query.from) > 91 * 86_400_000) problems.push('to: a daily series covers at most 92 days');
+    if (problems.length > 0) {
+      throw new BadRequestError('invalid_input', 'the request is invalid', { details: problems.map((p) => ({ path: p.split(':')[0], message: p.slice(p.indexOf(':') + 2) })) });
+    }
+    const series = await buildDailySeries(db, { from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date() });
+    await appendAudit(db, { actorId: caller.id, action: 'report.read', detail: { series: 'daily', from: query.from, to: query.to }, ip: request.ip });
+    return series;
+  });
+}

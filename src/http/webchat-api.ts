@@ -1,0 +1,230 @@
+import { readFile } from 'node:fs/promises';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { WEBCHAT_PROVIDER } from '../channels/webchat.ts';
+import { appendAudit } from '../db/audit.ts';
+import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
+import { canAccessPatient, recordInbound } from '../db/patients.ts';
+import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
+import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
+import { parseInput, type AppDeps } from './server.ts';
+
+export interface WebchatSettings {
+  /** HMAC key for chat links (WEBCHAT_LINK_SECRET). */
+  linkSecret: string;
+  /** Default lifetime of a new link. */
+  linkTtlMs: number;
+  /** Idle SSE connections get a comment line this often, and re-read the stream (a safety net for a lost NOTIFY). */
+  heartbeatMs?: number;
+}
+
+const PAGE_DIR = new URL('../web/webchat/', import.meta.url);
+const PAGE_FILES = { 'index.html': 'text/html; charset=utf-8', 'chat.js': 'text/javascript; charset=utf-8', 'chat.css': 'text/css; charset=utf-8' } as const;
+// Same origin only, no inline script or style, no framing: the page renders patient text with textContent.
+const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const MAX_BODY_CHARS = 4000;
+const STREAM_PAGE = 200;
+
+// As in api.ts: an id that is no patient's is a 404, like a patient the caller may not see.
+const LinkParams = z.object({ id: z.string().max(64) });
+const LinkBody = z.object({
+  send: z.boolean().default(false),
+  ttlHours: z.number().min(0.01).max(24 * 30).optional(),
+  idempotencyKey: z.string().min(1).max(200).optional(),
+}).strict();
+const PatientMessageBody = z.object({
+  clientMessageId: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, 'clientMessageId must be 8–64 characters of A–Z, a–z, 0–9, _ or -'),
+  body: z.string().trim().min(1, 'body must not be empty').max(MAX_BODY_CHARS),
+}).strict();
+const ReceiptBody = z.object({ messageIds: z.array(z.uuid()).min(1).max(200), status: z.enum(['delivered', 'read']) }).strict();
+const StreamQuery = z.object({ after: z.coerce.number().int().min(0).max(2 ** 31 - 1).optional() });
+
+type Wake = () => void;
+
+export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps & { webchat?: WebchatSettings }): Promise<void> {
+  const settings = deps.webchat;
+  if (!settings) return;
+  const { db } = deps;
+  const heartbeatMs = settings.heartbeatMs ?? 15_000;
+  const pages = Object.fromEntries(
+    await Promise.all(Object.keys(PAGE_FILES).map(async (name) => [name, await readFile(new URL(name, PAGE_DIR))] as const)),
+  ) as Record<keyof typeof PAGE_FILES, Buffer>;
+
+  // One LISTEN per process; a NOTIFY names a patient and wakes only that patient's open streams. The stream
+  // itself is read from the database, so a wake-up carries no data and one lost wake-up loses nothing.
+  const subscribers = new Map<string, Set<Wake>>();
+  const unlisten = await db.listen(WEBCHAT_CHANNEL, (patientId) => {
+    for (const wake of subscribers.get(patientId) ?? []) wake();
+  });
+  const openStreams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...openStreams]) end();
+  });
+  app.addHook('onClose', async () => {
+    await unlisten().catch(() => {});
+  });
+
+  function patientOf(request: FastifyRequest): string {
+    return claimsOf(request).patientId;
+  }
+
+  function claimsOf(request: FastifyRequest): { patientId: string; expiresAt: Date } {
+    const header = request.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    if (!token) throw new UnauthorizedError('this chat needs the link it was opened with');
+    const check = verifyWebchatToken(settings!.linkSecret, token);
+    if (!check.ok) throw new ForbiddenError(`link_${check.reason}`, check.reason === 'expired' ? 'this chat link has expired; ask your care team for a new one' : 'this chat link is not valid');
+    return check.claims;
+  }
+
+  const sendPage = (name: keyof typeof PAGE_FILES) => async (_request: FastifyRequest, reply: FastifyReply) =>
+    reply
+      .header('content-security-policy', PAGE_CSP)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'no-referrer')
+      .header('cache-control', 'no-store')
+      .type(PAGE_FILES[name])
+      .send(pages[name]);
+  app.get('/chat', sendPage('index.html'));
+  app.get('/chat/chat.js', sendPage('chat.js'));
+  app.get('/chat/chat.css', sendPage('chat.css'));
+
+  /** A coordinator makes a link for one of their patients and, optionally, sends it as a normal reply. */
+  app.post('/api/patients/:id/webchat-link', async (request, reply) => {
+    const caller = request.caller;
+    if (!caller) throw new UnauthorizedError();
+    const { id: patientId } = parseInput(LinkParams, request.params);
+    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+    const input = parseInput(LinkBody, request.body ?? {});
+    const expiresAt = new Date(Date.now() + (input.ttlHours !== undefined ? input.ttlHours * 3_600_000 : settings.linkTtlMs));
+    const url = `${deps.publicBaseUrl}/chat#${createWebchatToken(settings.linkSecret, { patientId, expiresAt })}`;
+    let message: unknown;
+    if (input.send) {
+      const created = await createOutbound(db, {
+        patientId,
+        authorId: caller.id,
+        body: `Your care team invites you to a secure chat: ${url}`,
+        idempotencyKey: input.idempotencyKey,
+      });
+      if ('error' in created) throw new ConflictError(created.error, created.reason);
+      message = created;
+    }
+    await appendAudit(db, { actorId: caller.id, action: 'webchat.link_created', patientId, detail: { expiresAt: expiresAt.toISOString(), sent: input.send }, ip: request.ip });
+    return reply.status(201).send({ url, expiresAt, ...(message ? { message } : {}) });
+  });
+
+  /** A patient's message from the page: an inbound message on channel webchat, deduplicated by the page's own id. */
+  app.post('/chat/api/messages', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+    const patientId = patientOf(request);
+    const input = parseInput(PatientMessageBody, request.body);
+    const address = webchatAddress(patientId);
+    if (!(await ensureWebchatIdentity(db, patientId, address))) throw new ForbiddenError('link_unknown_patient', 'this chat link is not valid');
+    const result = await recordInbound(db, {
+      kind: 'inbound',
+      channel: 'webchat',
+      provider: WEBCHAT_PROVIDER,
+      providerMessageId: `${patientId}:${input.clientMessageId}`,
+      from: address,
+      to: 'webchat',
+      body: input.body,
+      media: [],
+    });
+    // Idempotent: a retry after a crash between the two commits pushes it now.
+    const { streamSeq } = await pushToWebchatStream(db, result.patientId, result.messageId);
+    request.log.info({ patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate }, 'inbound webchat');
+    return reply.status(result.duplicate ? 200 : 201).send({ messageId: result.messageId, streamSeq, duplicate: result.duplicate });
+  });
+
+  /** The page's receipts for our replies: `delivered` when it rendered them, `read` when it was visible. */
+  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+    const patientId = patientOf(request);
+    const input = parseInput(ReceiptBody, request.body);
+    const own = await filterOwnOutbound(db, patientId, input.messageIds);
+    for (const messageId of own) {
+      await applyDeliveryStatus(db, { kind: 'status', channel: 'webchat', provider: WEBCHAT_PROVIDER, providerMessageId: messageId, status: input.status });
+    }
+    return reply.send({ applied: own.length });
+  });
+
+  /**
+   * Server-sent events: replays the stream after `?after=` or `Last-Event-ID` from the database, then follows it
+   * live. Each event's id is its stream position, so a reconnecting client resumes exactly where it stopped.
+   */
+  app.get('/chat/api/stream', async (request, reply) => {
+    const { patientId, expiresAt } = claimsOf(request);
+    const query = parseInput(StreamQuery, request.query);
+    const lastEventId = request.headers['last-event-id'];
+    const fromHeader = typeof lastEventId === 'string' && /^\d{1,10}$/.test(lastEventId) ? Number(lastEventId) : undefined;
+    let lastSent = query.after ?? fromHeader ?? 0;
+    // The patient reading their own chat is still an access to PHI: recorded like any other read.
+    await appendAudit(db, { actorId: null, action: 'webchat.stream_opened', patientId, detail: { after: lastSent }, ip: request.ip });
+
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      // The socket closes with the stream, so a server shutting down is not kept waiting for the client's keep-alive.
+      connection: 'close',
+      'x-accel-buffering': 'no',
+      'x-content-type-options': 'nosniff',
+    });
+    // `retry` tells an EventSource to reconnect after 1 s (it then sends Last-Event-ID).
+    raw.write('retry: 1000\n: connected\n\n');
+
+    let closed = false;
+    let pumping = false;
+    let again = false;
+    const pump = async (): Promise<void> => {
+      if (pumping) {
+        again = true;
+        return;
+      }
+      pumping = true;
+      try {
+        do {
+          again = false;
+          for (;;) {
+            const items = await readWebchatStream(db, { patientId, afterSeq: lastSent, limit: STREAM_PAGE });
+            for (const item of items) {
+              if (closed) return;
+              const data = { seq: item.streamSeq, id: item.messageId, direction: item.direction, body: item.body, at: item.at, clientMessageId: item.clientMessageId };
+              raw.write(`id: ${item.streamSeq}\nevent: message\ndata: ${JSON.stringify(data)}\n\n`);
+              lastSent = item.streamSeq;
+            }
+            if (items.length < STREAM_PAGE) break;
+          }
+        } while (again && !closed);
+      } catch (error) {
+        request.log.warn({ err: error, patientId }, 'webchat stream read failed; the client will reconnect');
+        end();
+      } finally {
+        pumping = false;
+      }
+    };
+    const wake = () => void pump();
+    const heartbeat = setInterval(() => {
+      // A link that expires while its page is open stops streaming; the page's reconnect then gets the 403.
+      if (Date.now() >= expiresAt.getTime()) return end();
+      if (!closed) raw.write(': ping\n\n');
+      wake();
+    }, heartbeatMs);
+    function end() {
+      if (closed) return;
+      closed = true;
+      clearInterval(heartbeat);
+      subscribers.get(patientId)?.delete(wake);
+      if (subscribers.get(patientId)?.size === 0) subscribers.delete(patientId);
+      openStreams.delete(end);
+      raw.end();
+    }
+    openStreams.add(end);
+    raw.on('close', end);
+    // Subscribe before the first read: a push committed between the two is then either read or woken for.
+    let set = subscribers.get(patientId);
+    if (!set) subscribers.set(patientId, (set = new Set()));
+    set.add(wake);
+    await pump();
+  });
+}
