@@ -23,6 +23,7 @@ import { startOutboxRelay } from '../src/outbox/relay.ts';
 import { startWeb } from '../src/services/web.ts';
 import { startFakeTwilio, type FakeTwilio } from '../src/test/fake-twilio.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
+import { benchInbox } from './inbox.ts';
 import { benchRouting, printRoutingBench } from './routing.ts';
 import { runTranscriptionBench } from './transcription.ts';
 
@@ -286,6 +287,7 @@ async function main(): Promise<void> {
     }
     console.log('');
   }
+  if (backends[0]?.name === 'postgres') await benchInbox(adminUrl);
   printRoutingBench(benchRouting());
   if (process.env.BENCH_TRANSCRIPTION !== '0') await runTranscriptionBench();
 }

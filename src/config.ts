@@ -35,6 +35,7 @@ const EnvSchema = z
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
+    SESSION_IDLE_MINUTES: z.coerce.number().min(1).max(24 * 60).default(120),
     ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
     META_APP_SECRET: optionalString,
     META_VERIFY_TOKEN: optionalString,
@@ -177,6 +178,8 @@ export interface Config {
   outboxBatchSize: number;
   outboxPollMs: number;
   tokenTtlMs: number;
+  /** Browser sessions end after this long without a request. */
+  sessionIdleMs: number;
   /** How often the worker looks for due routing fallback timers. */
   routingTimerPollMs: number;
   roles: Role[];
@@ -294,6 +297,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
     webchat: { linkSecret: e.WEBCHAT_LINK_SECRET, linkTtlMs: e.WEBCHAT_LINK_TTL_HOURS * 3_600_000 },

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { MetaConfig, SmtpSendConfig, TwilioConfig } from './config.ts';
 import type { Db } from './db/db.ts';
 import { insertCoordinator } from './db/coordinators.ts';
+import { seedInboxDemo } from './demo-inbox.ts';
 import { hashPassword } from './security/passwords.ts';
 import { startFakeTwilio, type FakeTwilio } from './test/fake-twilio.ts';
 import { startFakeMeta, type FakeMeta } from './test/fake-meta.ts';
@@ -21,6 +22,7 @@ export const DEMO_LOGINS = [
   { email: 'ada@demo.switchboard.test', name: 'Ada Lovelace', password: 'demo-password-ada', role: 'coordinator' as const },
   { email: 'grace@demo.switchboard.test', name: 'Grace Hopper', password: 'demo-password-grace', role: 'coordinator' as const },
   { email: 'admin@demo.switchboard.test', name: 'Demo Admin', password: 'demo-password-admin', role: 'admin' as const },
+  { email: 'sam@demo.switchboard.test', name: 'Sam Supervisor', password: 'demo-password-sam', role: 'supervisor' as const },
 ];
 
 const DEMO_PATIENT_MESSAGES = [
@@ -112,6 +114,7 @@ export async function seedDemo(args: { db: Db; logger: Logger; dataDir: string; 
   for (const login of DEMO_LOGINS) {
     await insertCoordinator(args.db, { email: login.email, name: login.name, role: login.role, passwordHash: await hashPassword(login.password) });
   }
+  await seedInboxDemo(args.db);
   for (const message of DEMO_PATIENT_MESSAGES) {
     const result = await args.fakeTwilio.sendInboundSms({ webhookUrl: info.smsWebhookUrl, from: message.from, to: DEMO_TWILIO.fromNumber, body: message.body });
     if (result.status !== 200) args.logger.warn({ status: result.status }, 'demo inbound SMS was not accepted');

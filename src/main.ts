@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
     const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
     stops.push(() => web.stop());
     webUrl = web.url;
   }
@@ -100,6 +100,7 @@ async function main(): Promise<void> {
 
   const lines = [`Switchboard is running (roles: ${config.roles.join(', ')}; storage: ${config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/pglite`})`];
   if (webUrl) lines.push(`  API:            ${config.publicBaseUrl}/api  (listening on ${webUrl})`);
+  if (webUrl) lines.push(`  Web app:        ${config.publicBaseUrl}/  (sign in with a login below)`);
   if (smtpListen) lines.push(`  Inbound email:  SMTP on ${smtpListen.host}:${smtpListen.port}`);
   if (webUrl && !webchatSecret) lines.push('  Web chat:       off (set WEBCHAT_LINK_SECRET)');
   if (ops.metricsUrl) lines.push(`  Metrics:        ${ops.metricsUrl}  (no token: keep this listener private)`);

@@ -3,6 +3,7 @@ import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { routeInbound } from './routing.ts';
+import { canSeePatient } from './visibility.ts';
 import { PatientMergedError } from '../errors.ts';
 import { readCallItems, type CallTimelineItem, type VisitTimelineItem } from './calls.ts';
 
@@ -142,15 +143,11 @@ export interface Caller {
 }
 
 /**
- * Whether the caller may see this patient. Coordinators see only their own patients; supervisors and admins
- * see all (team scoping arrives with teams). Answering "no" and "no such patient" alike keeps existence hidden.
+ * Whether the caller may see this patient: their own, their teams' queues, the teams they supervise; admins
+ * everyone (the rule is `visibleSql` in visibility.ts). Answering "no" and "no such patient" alike keeps existence hidden.
  */
 export async function canAccessPatient(db: Queryable, caller: Caller, patientId: string): Promise<boolean> {
-  if (!/^[0-9a-f-]{36}$/i.test(patientId)) return false;
-  if (caller.role !== 'coordinator') {
-    return (await db.query(`SELECT 1 FROM patients WHERE id = $1 AND merged_into IS NULL`, [patientId])).rowCount > 0;
-  }
-  return (await db.query(`SELECT 1 FROM assignments WHERE patient_id = $1 AND coordinator_id = $2`, [patientId, caller.id])).rowCount > 0;
+  return canSeePatient(db, caller, patientId);
 }
 
 export interface InboxRow {

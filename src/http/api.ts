@@ -9,6 +9,8 @@ import { FallbackTargetSchema } from '../core/routing/rules.ts';
 import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { assertNotLockedOut, sessionCaller } from './session-api.ts';
+import { recordLoginFailure } from '../db/web-sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -45,9 +47,12 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   /** Every /api route but login and health needs a bearer token. */
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health')) return;
+    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health') || request.url.startsWith('/api/session/login')) return;
     const header = request.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    // The web app signs in with a session cookie (and a CSRF header on writes) instead: see session-api.ts.
+    if (!token) request.caller = await sessionCaller(db, request, deps.sessionIdleMs);
+    if (!token && request.caller) return;
     if (!token) throw new UnauthorizedError('an Authorization: Bearer token is required');
     const caller = await findCoordinatorByToken(db, token);
     if (!caller) throw new UnauthorizedError('the token is invalid, expired or revoked');
@@ -74,9 +79,11 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   app.post('/api/auth/login', async (request, reply) => {
     const { email, password } = parseInput(LoginBody, request.body);
+    await assertNotLockedOut(db, { email, ip: request.ip });
     const coordinator = await findCoordinatorForLogin(db, email);
     const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
     if (!coordinator || !valid) {
+      await recordLoginFailure(db, { email, ip: request.ip });
       await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email }, ip: request.ip });
       throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
     }
@@ -99,7 +106,8 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.get('/api/inbox', async (request) => {
     const caller = callerOf(request);
     const { scope, limit } = parseInput(InboxQuery, request.query);
-    const everyone = scope === 'all' && caller.role !== 'coordinator';
+    // Only admins see every patient; supervisors see their teams (GET /api/conversations, visibility.ts).
+    const everyone = scope === 'all' && caller.role === 'admin';
     const rows = await listInbox(db, { coordinatorId: everyone ? null : caller.id, limit });
     await appendAudit(db, { actorId: caller.id, action: 'inbox.read', detail: { scope: everyone ? 'all' : 'mine', patients: rows.length }, ip: request.ip });
     return { patients: rows };

@@ -7,6 +7,7 @@ import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
 import { AppError, BadRequestError, isStorageUnavailable } from '../errors.ts';
 import { registerApiRoutes } from './api.ts';
+import { registerInboxRoutes } from './inbox-api.ts';
 import { registerRoutingRoutes } from './routing-api.ts';
 import { registerWebhookRoutes } from './webhooks.ts';
 import { registerMetaWebhookRoutes } from './meta-webhooks.ts';
@@ -29,6 +30,8 @@ export interface AppDeps {
   /** The base URL providers call us on; webhook signatures are checked against it. */
   publicBaseUrl: string;
   tokenTtlMs: number;
+  /** Browser sessions expire after this long without a request (and at tokenTtlMs after sign-in regardless). */
+  sessionIdleMs?: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
   /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
@@ -81,6 +84,7 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
+  await registerInboxRoutes(app, deps);
   await registerRoutingRoutes(app, deps);
   await registerMetaWebhookRoutes(app, deps);
   await registerConsentRoutes(app, deps);

@@ -1,0 +1,58 @@
+import type { CoordinatorRole } from '../core/types.ts';
+import type { Queryable } from './db.ts';
+
+/**
+ * Who may see a patient, as one SQL predicate over the patient's assignment row `a` (NULL columns when the
+ * patient has no assignment): admins see everyone; anyone sees patients assigned to them and the unclaimed
+ * queue of every team they belong to; a team's supervisors (team_members.role = 'supervisor', or a member whose
+ * global role is supervisor) see every patient of that team: its queue and its members' patients.
+ * `caller` and `role` are SQL expressions (parameters or columns), never user input.
+ */
+export function visibleSql(caller: string, role: string, a = 'a'): string {
+  return `(${role} = 'admin'
+    OR ${a}.coordinator_id = ${caller}
+    OR (${a}.coordinator_id IS NULL AND ${a}.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = ${caller}))
+    OR ${a}.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = ${caller} AND (tm.role = 'supervisor' OR ${role} = 'supervisor'))
+    OR ${a}.coordinator_id IN (SELECT m.coordinator_id FROM team_members m JOIN team_members s ON s.team_id = m.team_id
+                               WHERE s.coordinator_id = ${caller} AND (s.role = 'supervisor' OR ${role} = 'supervisor')))`;
+}
+
+export interface Viewer {
+  id: string;
+  role: CoordinatorRole;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether the viewer may see the patient. "No" and "no such patient" (or one merged into another) are the same answer. */
+export async function canSeePatient(db: Queryable, viewer: Viewer, patientId: string): Promise<boolean> {
+  if (!UUID.test(patientId)) return false;
+  const result = await db.query(
+    `SELECT 1 FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id
+     WHERE p.id = $3 AND p.merged_into IS NULL AND ${visibleSql('$1::uuid', '$2::text')}`,
+    [viewer.id, viewer.role, patientId],
+  );
+  return result.rowCount > 0;
+}
+
+/** Of these viewers, the ids that may see the patient now (one query per live event, however many viewers). */
+export async function viewersOfPatient(db: Queryable, patientId: string, viewerIds: readonly string[]): Promise<Set<string>> {
+  if (viewerIds.length === 0 || !UUID.test(patientId)) return new Set();
+  const result = await db.query<{ id: string }>(
+    `SELECT c.id FROM coordinators c
+     JOIN patients p ON p.id = $1
+     LEFT JOIN assignments a ON a.patient_id = p.id
+     WHERE c.id = ANY($2::uuid[]) AND p.merged_into IS NULL AND ${visibleSql('c.id', 'c.role')}`,
+    [patientId, [...new Set(viewerIds)]],
+  );
+  return new Set(result.rows.map((row) => row.id));
+}
+
+/** Every patient id the viewer may see now (a live connection's starting set, to tell it when one leaves). */
+export async function visiblePatientIds(db: Queryable, viewer: Viewer): Promise<string[]> {
+  const result = await db.query<{ id: string }>(
+    `SELECT p.id FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE p.merged_into IS NULL AND ${visibleSql('$1::uuid', '$2::text')}`,
+    [viewer.id, viewer.role],
+  );
+  return result.rows.map((row) => row.id);
+}

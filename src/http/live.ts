@@ -1,0 +1,115 @@
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { Coordinator } from '../db/coordinators.ts';
+import { activitySince, latestActivityId, pruneActivity } from '../db/inbox.ts';
+import { ACTIVITY_CHANNEL } from '../db/notify.ts';
+import { canSeePatient, viewersOfPatient, visiblePatientIds } from '../db/visibility.ts';
+import { UnauthorizedError } from '../errors.ts';
+import { parseInput, type AppDeps } from './server.ts';
+
+interface LiveClient {
+  caller: Coordinator;
+  raw: ServerResponse;
+  /** Patients this client may have on screen: when one stops being visible it is told `gone` (and nothing else). */
+  seen: Set<string>;
+}
+
+const LiveQuery = z.object({ after: z.coerce.number().int().min(0).optional() });
+const CATCH_UP_LIMIT = 1000;
+const HEARTBEAT_MS = 15_000;
+
+/**
+ * Live updates as Server-Sent Events. Every web process LISTENs on switchboard_activity, so a change committed
+ * by any process (a webhook here, the relay's status there) reaches every browser on every process. Each event
+ * is sent only to clients whose coordinator may see that patient (one visibility query per event for all of
+ * this process's clients). Payloads are ids and a kind, never PHI; the app fetches what changed through the
+ * audited API. Each event's SSE id is its activity_feed id, so a reconnecting EventSource sends Last-Event-ID
+ * and gets what it missed.
+ */
+export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const { db } = deps;
+  const clients = new Set<LiveClient>();
+  const send = (client: LiveClient, event: string, data: unknown, id?: number) => {
+    client.raw.write(`${id !== undefined ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+
+  // Notifications are handled one at a time, in arrival order, so a client never sees a status before its message.
+  let queue: Promise<void> = Promise.resolve();
+  const dispatch = async (payload: string) => {
+    let event: { patientId: string; kind: string; id?: number };
+    try {
+      event = JSON.parse(payload);
+    } catch {
+      return;
+    }
+    if (clients.size === 0 || typeof event.patientId !== 'string') return;
+    const viewers = await viewersOfPatient(db, event.patientId, [...clients].map((client) => client.caller.id));
+    for (const client of clients) {
+      if (viewers.has(client.caller.id)) {
+        client.seen.add(event.patientId);
+        send(client, 'activity', { patientId: event.patientId, kind: event.kind }, event.id);
+      } else if (client.seen.delete(event.patientId)) {
+        send(client, 'gone', { patientId: event.patientId }, event.id);
+      }
+    }
+  };
+  const unlisten = await db.listen(ACTIVITY_CHANNEL, (payload) => {
+    queue = queue.then(() => dispatch(payload)).catch((error: unknown) => app.log.warn({ err: error }, 'live dispatch failed'));
+  });
+
+  let beats = 0;
+  const heartbeat = setInterval(() => {
+    for (const client of clients) client.raw.write(': keep-alive\n\n');
+    // Resume tokens older than a day are not worth keeping: such a client reloads anyway.
+    if (++beats % 240 === 0) pruneActivity(db).catch(() => {});
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
+
+  app.addHook('preClose', async () => {
+    clearInterval(heartbeat);
+    for (const client of clients) client.raw.end();
+    clients.clear();
+    await unlisten();
+  });
+
+  app.get('/api/live', async (request, reply) => {
+    const caller = request.caller;
+    if (!caller) throw new UnauthorizedError();
+    const { after } = parseInput(LiveQuery, request.query);
+    const lastEventId = Number(request.headers['last-event-id']);
+    const resumeFrom = Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : after;
+
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.write('retry: 1000\n\n');
+    const client: LiveClient = { caller, raw, seen: new Set() };
+    // Joined before the catch-up query, so nothing committed meanwhile falls between the two.
+    clients.add(client);
+    raw.on('close', () => clients.delete(client));
+    try {
+      for (const id of await visiblePatientIds(db, caller)) client.seen.add(id);
+      if (resumeFrom === undefined) {
+        send(client, 'hello', { resumed: false }, await latestActivityId(db));
+        return;
+      }
+      const missed = await activitySince(db, resumeFrom, CATCH_UP_LIMIT);
+      if (missed.more) {
+        // Too much to replay one by one: the app reloads its lists instead.
+        send(client, 'reset', { reason: 'too many missed changes' }, await latestActivityId(db));
+        return;
+      }
+      const visible = new Map<string, boolean>();
+      for (const item of missed.items) {
+        if (!visible.has(item.patientId)) visible.set(item.patientId, await canSeePatient(db, caller, item.patientId));
+        if (visible.get(item.patientId)) send(client, 'activity', { patientId: item.patientId, kind: item.kind, replayed: true }, item.id);
+        else if (client.seen.delete(item.patientId)) send(client, 'gone', { patientId: item.patientId }, item.id);
+      }
+      send(client, 'hello', { resumed: true, replayed: missed.items.length });
+    } catch (error) {
+      request.log.warn({ err: error }, 'live catch-up failed');
+      raw.end();
+    }
+  });
+}

@@ -1,0 +1,133 @@
+import { timingSafeEqual } from 'node:crypto';
+import { parseCookie, stringifySetCookie } from 'cookie';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { appendAudit } from '../db/audit.ts';
+import { findCoordinatorForLogin, type Coordinator } from '../db/coordinators.ts';
+import type { Db } from '../db/db.ts';
+import { clearLoginFailures, createWebSession, lockoutRemainingMs, recordLoginFailure, revokeAllSessions, revokeWebSession, touchWebSession } from '../db/web-sessions.ts';
+import { AppError, ForbiddenError, UnauthorizedError } from '../errors.ts';
+import { DECOY_PASSWORD_HASH, verifyPassword } from '../security/passwords.ts';
+import { parseInput, type AppDeps } from './server.ts';
+
+export const SESSION_COOKIE = 'sb_session';
+export const CSRF_HEADER = 'x-csrf-token';
+export const DEFAULT_SESSION_IDLE_MS = 2 * 3_600_000;
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+const LoginBody = z.object({ email: z.email().max(320), password: z.string().min(1).max(1024) });
+
+/**
+ * The cookie is Secure whenever the public URL is https, and also on loopback http: browsers treat
+ * http://localhost and http://127.0.0.1 as secure contexts and keep Secure cookies there (checked in the browser
+ * test). Only a plain-http non-loopback deployment (a LAN demo) gets a cookie without Secure, since the browser
+ * would otherwise drop it.
+ */
+export function isSecureCookie(publicBaseUrl: string): boolean {
+  const url = new URL(publicBaseUrl);
+  return url.protocol === 'https:' || ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+}
+
+const sessionIdOf = (request: FastifyRequest): string | undefined => {
+  const header = request.headers.cookie;
+  return header ? parseCookie(header)[SESSION_COOKIE] : undefined;
+};
+
+function sameToken(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/**
+ * The coordinator behind the request's session cookie, or null when there is none. A state-changing request
+ * must also carry the session's CSRF token in `x-csrf-token`: a cross-site form or fetch can make the browser
+ * send the cookie but cannot read the token (it is only returned by same-origin JSON).
+ */
+export async function sessionCaller(db: Db, request: FastifyRequest, idleMs = DEFAULT_SESSION_IDLE_MS): Promise<Coordinator | null> {
+  const sessionId = sessionIdOf(request);
+  if (!sessionId) return null;
+  const session = await touchWebSession(db, sessionId, idleMs);
+  if (!session) throw new UnauthorizedError('the session has expired or was revoked; sign in again');
+  if (!SAFE_METHODS.has(request.method)) {
+    const token = request.headers[CSRF_HEADER];
+    if (typeof token !== 'string' || !sameToken(token, session.csrfToken)) throw new ForbiddenError('csrf', 'a valid x-csrf-token header is required');
+  }
+  return session.coordinator;
+}
+
+/** Refuses a sign-in (429, audited) while the account or the client IP is locked out after repeated failures. */
+export async function assertNotLockedOut(db: Db, args: { email: string; ip: string }): Promise<void> {
+  const lockedMs = await lockoutRemainingMs(db, args);
+  if (lockedMs <= 0) return;
+  await appendAudit(db, { actorId: null, action: 'auth.login_locked', detail: { email: args.email }, ip: args.ip });
+  throw new AppError(429, 'locked_out', `too many failed sign-ins; try again in ${Math.ceil(lockedMs / 60_000)} min`, { details: { retryAfterS: Math.ceil(lockedMs / 1000) } });
+}
+
+export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps & { sessionIdleMs?: number }): Promise<void> {
+  const { db } = deps;
+  const idleMs = deps.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS;
+  const secure = isSecureCookie(deps.publicBaseUrl);
+  const publicOrigin = new URL(deps.publicBaseUrl).origin;
+
+  const setCookie = (reply: FastifyReply, value: string, maxAgeS: number) =>
+    reply.header('set-cookie', stringifySetCookie({ name: SESSION_COOKIE, value, httpOnly: true, secure, sameSite: 'strict', path: '/', maxAge: maxAgeS }));
+
+  app.post('/api/session/login', async (request, reply) => {
+    // Login CSRF: a form on another site may post here; refuse any browser request from a foreign origin.
+    const origin = request.headers.origin;
+    if (origin && origin !== publicOrigin && origin !== `${request.protocol}://${request.headers.host}`) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
+    const { email, password } = parseInput(LoginBody, request.body);
+    await assertNotLockedOut(db, { email, ip: request.ip });
+    const coordinator = await findCoordinatorForLogin(db, email);
+    const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
+    if (!coordinator || !valid) {
+      await recordLoginFailure(db, { email, ip: request.ip });
+      await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email, via: 'session' }, ip: request.ip });
+      throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
+    }
+    await clearLoginFailures(db, email);
+    const absoluteMs = deps.tokenTtlMs;
+    const session = await createWebSession(db, { coordinatorId: coordinator.id, idleMs: Math.min(idleMs, absoluteMs), absoluteMs, ip: request.ip, userAgent: request.headers['user-agent'] ?? null });
+    await appendAudit(db, { actorId: coordinator.id, action: 'auth.login', detail: { via: 'session' }, ip: request.ip });
+    setCookie(reply, session.sessionId, Math.floor(absoluteMs / 1000));
+    const { passwordHash: _hash, ...me } = coordinator;
+    return reply.send({ coordinator: me, csrfToken: session.csrfToken, expiresAt: session.expiresAt });
+  });
+
+  /** Who the cookie belongs to, and the CSRF token the app must send back (the app calls this on load). */
+  app.get('/api/session', async (request) => {
+    const sessionId = sessionIdOf(request);
+    const session = sessionId ? await touchWebSession(db, sessionId, idleMs) : null;
+    if (!session) throw new UnauthorizedError('no session');
+    return { coordinator: session.coordinator, csrfToken: session.csrfToken, expiresAt: session.expiresAt };
+  });
+
+  app.post('/api/session/logout', async (request, reply) => {
+    const sessionId = sessionIdOf(request);
+    if (sessionId) await revokeWebSession(db, sessionId);
+    if (request.caller) await appendAudit(db, { actorId: request.caller.id, action: 'auth.logout', detail: { via: 'session' }, ip: request.ip });
+    setCookie(reply, '', 0);
+    return reply.status(204).send();
+  });
+
+  /** Signs the caller out everywhere: every browser session and bearer token. */
+  app.post('/api/session/revoke-all', async (request, reply) => {
+    const caller = request.caller;
+    if (!caller) throw new UnauthorizedError();
+    const revoked = await revokeAllSessions(db, caller.id);
+    await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_all', detail: { revoked }, ip: request.ip });
+    setCookie(reply, '', 0);
+    return reply.send({ revoked });
+  });
+
+  app.post('/api/admin/coordinators/:id/revoke-sessions', async (request, reply) => {
+    const caller = request.caller;
+    if (!caller) throw new UnauthorizedError();
+    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
+    const { id } = parseInput(z.object({ id: z.uuid() }), request.params);
+    const revoked = await revokeAllSessions(db, id);
+    await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_sessions', detail: { coordinatorId: id, revoked }, ip: request.ip });
+    return reply.send({ revoked });
+  });
+}
