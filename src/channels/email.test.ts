@@ -42,6 +42,9 @@ describe('classifySmtpError', () => {
     expect(classifySmtpError({ code: 'ECONNECTION', command: 'CONN', message: 'connect ECONNREFUSED' }).details).toMatchObject({ retryable: true, outcome: 'not-sent' });
     expect(classifySmtpError({ code: 'ETIMEDOUT', message: 'timeout' }).details).toMatchObject({ retryable: true, outcome: 'unknown' });
     expect(classifySmtpError({ code: 'ESOCKET', message: 'socket closed' }).details).toMatchObject({ retryable: true, outcome: 'unknown' });
+    // What nodemailer really reports: a refused connection, and a close after DATA (tagged CONN all the same).
+    expect(classifySmtpError({ code: 'ESOCKET', command: 'CONN', message: 'connect ECONNREFUSED 127.0.0.1:1' }).details).toMatchObject({ retryable: true, outcome: 'not-sent' });
+    expect(classifySmtpError({ code: 'ECONNECTION', command: 'CONN', message: 'Connection closed unexpectedly' }).details).toMatchObject({ retryable: true, outcome: 'unknown' });
   });
 });
 

@@ -46,7 +46,11 @@ export function classifySmtpError(error: unknown): ProviderError {
     }
     return new ProviderError(message, { retryable: false, outcome: 'not-sent', code: `smtp_${responseCode}` }, { cause: error });
   }
-  const neverSent = e?.code === 'ECONNECTION' || e?.command === 'CONN' || e?.code === 'EDNS';
+  // nodemailer tags an unexpected close at ANY stage as ECONNECTION / CONN "Connection closed unexpectedly", including
+  // a close after DATA when the server may already hold the message (the adapter contract's dropped-connection case),
+  // so only a connection that never opened (refused, DNS) counts as never sent.
+  const closedMidSession = e?.code === 'ECONNECTION' && /closed unexpectedly/i.test(message);
+  const neverSent = !closedMidSession && (e?.code === 'ECONNECTION' || e?.command === 'CONN' || e?.code === 'EDNS');
   return new ProviderError(message, { retryable: true, outcome: neverSent ? 'not-sent' : 'unknown', code: e?.code ?? 'smtp_network' }, { cause: error });
 }
 

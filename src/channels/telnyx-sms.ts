@@ -86,7 +86,9 @@ export function classifyTelnyxError(error: unknown): ProviderError {
       return new ProviderError(text, { retryable: true, outcome: 'not-sent', code, httpStatus: error.status }, { cause: error });
     }
     const reason = PERMANENT_SEND_ERRORS.get(code);
-    return new ProviderError(reason ? `${reason}: ${text}` : text, { retryable: false, outcome: 'not-sent', code, httpStatus: error.status }, { cause: error });
+    // The recipient replied STOP: the outbox records the identity as opted out (as Twilio's 21610 does).
+    const identity = code === '40300' ? ({ identity: 'opted_out' } as const) : {};
+    return new ProviderError(reason ? `${reason}: ${text}` : text, { retryable: false, outcome: 'not-sent', code, httpStatus: error.status, ...identity }, { cause: error });
   }
   // No HTTP answer: a timeout, an abort or a dropped connection may have reached Telnyx; a refused connection did not.
   const codeOfNetwork = networkCode(error) ?? (error instanceof APIUserAbortError ? 'aborted' : 'network_error');
