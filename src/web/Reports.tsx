@@ -39,6 +39,7 @@ type GroupBy = 'coordinator' | 'team' | 'channel';
 const isoDate = (d: Date) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
 const daysAgo = (n: number) => isoDate(new Date(Date.now() - n * 86_400_000));
 const seconds = (s: number | null) => (s === null ? '—' : formatDuration(s * 1000));
+const zones: string[] = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
 const browserZone = () => Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
 
 /** GET with the session cookie; reports are reads, so no CSRF token is needed. */
@@ -121,7 +122,12 @@ export const ReportsDashboard = memo(function ReportsDashboard() {
           </select>
         </label>
         <label>
-          Time zone <input value={tz} onChange={(e) => setTz(e.target.value)} required size={18} />
+          Time zone <input value={tz} onChange={(e) => setTz(e.target.value)} required size={18} list="report-zones" />
+          <datalist id="report-zones">
+            {zones.map((z) => (
+              <option key={z} value={z} />
+            ))}
+          </datalist>
         </label>
         <label>
           Clock{' '}

@@ -88,6 +88,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('supervisor alerts and repor
     await banner.waitFor();
     // Routing rules are readable by supervisors, not only admins.
     await page.getByRole('heading', { name: 'Routing rules (read-only)' }).waitFor();
+    await page.getByRole('button', { name: 'Dry run' }).click();
+    await expect.poll(() => page.locator('pre.json').count()).toBe(3);
+    expect(await page.locator('pre.json').last().textContent()).not.toContain('"error"');
 
     // The table: one row per coordinator plus the total; Ada sent both replies.
     const adaRow = page.locator('.report-table tr', { has: page.getByRole('rowheader', { name: 'Ada', exact: true }) });
