@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { AlertBanners } from './Alerts.tsx';
 import { api, setCsrfToken } from './api.ts';
 import { Inbox } from './Inbox.tsx';
 import { connectLive, type LiveEvent } from './live.ts';
@@ -175,6 +176,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
           </div>
         )}
       </div>
+      {me.role !== 'coordinator' ? <AlertBanners live={live} onOpen={openPatient} /> : <div className="alert-region" />}
       {route.view === 'supervisor' ? (
         <main id="main" className="supervisor-main">
           <Supervisor me={me} directory={directory} live={live} now={now} onOpen={openPatient} />

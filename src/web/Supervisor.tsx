@@ -2,6 +2,7 @@ import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { api, ApiError } from './api.ts';
 import type { Directory, Live } from './App.tsx';
 import { formatDuration } from './format.ts';
+import { ReportsDashboard } from './Reports.tsx';
 import type { Conversation, Me, SupervisorOverview } from './types.ts';
 
 export function Supervisor(props: { me: Me; directory: Directory; live: Live; now: number; onOpen(patientId: string): void }) {
@@ -147,22 +148,23 @@ export function Supervisor(props: { me: Me; directory: Directory; live: Live; no
           {message && <p role="status">{message}</p>}
         </form>
       </section>
-      <RoutingRules isAdmin={props.me.role === 'admin'} />
+      <ReportsDashboard />
+      <RoutingRules canRead={props.me.role === 'admin' || props.me.role === 'supervisor'} />
     </div>
   );
 }
 
 /** Rules and their versions come from the routing API (another branch); shown read-only when it answers. */
-function RoutingRules({ isAdmin }: { isAdmin: boolean }) {
+function RoutingRules({ canRead }: { canRead: boolean }) {
   const [rules, setRules] = useState<unknown>(undefined);
   const [versions, setVersions] = useState<unknown>(null);
   const [text, setText] = useState('I need a refill');
   const [dryRun, setDryRun] = useState<unknown>(null);
   useEffect(() => {
-    if (!isAdmin) return;
+    if (!canRead) return;
     api('GET', '/api/admin/routing/rules').then(setRules, () => setRules(null));
     api('GET', '/api/admin/routing/rules/versions').then(setVersions, () => {});
-  }, [isAdmin]);
+  }, [canRead]);
   if (!rules) return null;
   const run = async (event: FormEvent) => {
     event.preventDefault();
@@ -175,8 +177,8 @@ function RoutingRules({ isAdmin }: { isAdmin: boolean }) {
   return (
     <section aria-labelledby="rules-title">
       <h2 id="rules-title">Routing rules (read-only)</h2>
-      <pre className="json">{JSON.stringify(rules, null, 2)}</pre>
-      {versions !== null && <pre className="json">{JSON.stringify(versions, null, 2)}</pre>}
+      <pre className="json" tabIndex={0}>{JSON.stringify(rules, null, 2)}</pre>
+      {versions !== null && <pre className="json" tabIndex={0}>{JSON.stringify(versions, null, 2)}</pre>}
       <form onSubmit={(e) => void run(e)}>
         <label htmlFor="dry-run-text">Dry-run a message</label>
         <input id="dry-run-text" value={text} onChange={(e) => setText(e.target.value)} />
@@ -184,7 +186,7 @@ function RoutingRules({ isAdmin }: { isAdmin: boolean }) {
           Dry run
         </button>
       </form>
-      {dryRun !== null && <pre className="json">{JSON.stringify(dryRun, null, 2)}</pre>}
+      {dryRun !== null && <pre className="json" tabIndex={0}>{JSON.stringify(dryRun, null, 2)}</pre>}
     </section>
   );
 }

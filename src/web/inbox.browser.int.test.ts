@@ -203,8 +203,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     const page = await signIn(sup.email, sup.password);
     await page.getByRole('link', { name: 'Supervisor' }).click();
     await page.getByRole('heading', { name: 'Coordinator queues' }).waitFor();
-    await page.getByRole('rowheader', { name: 'Grace' }).waitFor();
-    await page.getByRole('rowheader', { name: 'Primary care' }).waitFor();
+    await page.getByRole('region', { name: 'Coordinator queues' }).getByRole('rowheader', { name: 'Grace' }).waitFor();
+    await page.getByRole('region', { name: 'Team queues' }).getByRole('rowheader', { name: 'Primary care' }).waitFor();
     await page.screenshot({ path: `${SCREENSHOTS}supervisor.png`, fullPage: true });
     await expectNoSeriousAxeViolations(page);
   });
