@@ -18,6 +18,7 @@ import { hashPassword } from '../src/security/passwords.ts';
 import { startWeb } from '../src/services/web.ts';
 import { WEB_DIST_DIR } from '../src/http/web-app.ts';
 import { freePort, TEST_TWILIO } from '../src/test/harness.ts';
+import { CHROMIUM, CHROMIUM_ARGS } from '../src/test/browser.ts';
 
 const PATIENTS = Number(process.env.BENCH_INBOX_PATIENTS ?? 10_000);
 const MESSAGES_PER_PATIENT = Number(process.env.BENCH_INBOX_MESSAGES_PER_PATIENT ?? 100);
@@ -25,7 +26,6 @@ const COORDINATORS = 50;
 const TEAMS = 5;
 const REQUESTS = 200;
 const PASSWORD = 'bench-password-0001';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--no-first-run'];
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
@@ -100,9 +100,9 @@ async function timeRequests(url: string, token: string, n: number): Promise<{ p5
 }
 
 async function firstPaint(baseUrl: string): Promise<{ fcpMs: number; rowsVisibleMs: number } | null> {
-  if (!existsSync('/usr/bin/chromium')) return null;
+  if (!existsSync(CHROMIUM)) return null;
   if (!existsSync(`${WEB_DIST_DIR}index.html`)) await buildWebApp();
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   try {
     const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
     const login = await context.request.post(`${baseUrl}/api/session/login`, { data: { email: 'c1@bench.test', password: PASSWORD } });

@@ -78,10 +78,8 @@ async function main(): Promise<void> {
       const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
       const callsWorker = await startCallsWorker({ db, logger, config: config.calls, twilio, storage: mediaStorage, transcriber });
       stops.push(() => callsWorker.stop());
-      // Builds the boosted language model once (about 8 s) in the background, so the first call does not wait for it.
-      if ('prepare' in transcriber && typeof transcriber.prepare === 'function') {
-        void (transcriber.prepare as () => Promise<void>)().catch((error: unknown) => logger.error({ err: error }, 'transcriber is not ready; recordings will wait and retry'));
-      }
+      // The boosted language model (about 8 s of CPU, then cached under DATA_DIR) is built by the first recording
+      // that needs it, not at start-up: a worker that restarts often, or never sees a call, must not pay for it.
     }
   }
   const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker') });

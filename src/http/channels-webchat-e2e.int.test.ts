@@ -46,7 +46,7 @@ describe.each(backends())('one patient across SMS, Messenger and web chat on $na
     expect(link.status, link.text).toBe(201);
     expect(link.json.message).toMatchObject({ channel: 'messenger' });
     const token = decodeURIComponent(new URL(link.json.url).hash.slice(1));
-    const chat = await h.api('POST', '/chat/api/messages', { token, body: { clientMessageId: 'c-1', body: 'and now from the web chat' } });
+    const chat = await h.api('POST', '/chat/api/messages', { token, body: { clientMessageId: 'e2e-chat-0001', body: 'and now from the web chat' } });
     expect(chat.status, chat.text).toBeLessThan(300);
     expect(await reply('reply in the web chat')).toMatchObject({ channel: 'webchat', channelReason: 'last used webchat' });
 

@@ -1,28 +1,23 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWebApp } from '../cli/build-web.ts';
 import { evaluateAlerts } from '../ops/alerts.ts';
 import { pgliteBackend } from '../test/databases.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
+import { BROWSER_REQUIRED, CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS_DIR } from '../test/browser.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const required = process.env.REQUIRE_POSTGRES === '1' || process.env.REQUIRE_BROWSER === '1';
-const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
-// The same flags as src/web/inbox.browser.int.test.ts (importing them from there would run that suite here too).
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--no-first-run'];
 
 // Like the inbox suite: the browser flow runs on PGlite; the ops API it calls is tested on both backends in src/ops.
-describe.skipIf(!existsSync(CHROMIUM) && !required)('supervisor alerts and reports dashboard in Chromium (PGlite)', () => {
+describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('supervisor alerts and reports dashboard in Chromium (PGlite)', () => {
   let h: Harness;
   let browser: Browser;
   const contexts: BrowserContext[] = [];
 
   beforeAll(async () => {
     await buildWebApp();
-    await mkdir(SCREENSHOTS, { recursive: true });
+    await mkdir(SCREENSHOTS_DIR, { recursive: true });
     h = await startHarness(pgliteBackend, { fake: { autoStatuses: ['sent', 'delivered'], autoStatusDelayMs: 50 } });
     await h.startRelay();
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -103,7 +98,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('supervisor alerts and repor
     expect(sizes.every((s) => s > 0)).toBe(true);
     // The supervisor view scrolls inside <main>, so a tall viewport is what fits the whole dashboard in the picture.
     await page.setViewportSize({ width: 1366, height: 1900 });
-    await page.screenshot({ path: `${SCREENSHOTS}dashboard.png` });
+    await page.screenshot({ path: `${SCREENSHOTS_DIR}dashboard.png` });
     await page.setViewportSize({ width: 1366, height: 900 });
 
     // CSV: the server answers text/csv; the button saves it as a file with a header row.

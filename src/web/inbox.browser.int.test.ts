@@ -1,31 +1,25 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { AxeBuilder } from '@axe-core/playwright';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWebApp } from '../cli/build-web.ts';
 import { pgliteBackend } from '../test/databases.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
+import { BROWSER_REQUIRED, CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS_DIR } from '../test/browser.ts';
 
-// Debian's chromium (apt-get install chromium); never a downloaded browser. CI installs it (.ci/run), so there a
-// missing browser fails the run; on a laptop without it the suite is skipped, by name.
-const CHROMIUM = '/usr/bin/chromium';
-const required = process.env.REQUIRE_POSTGRES === '1' || process.env.REQUIRE_BROWSER === '1';
-const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
 
-export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--no-first-run'];
 
 // The browser flow runs on PGlite (one browser session per backend would double a slow suite); the API it drives
 // is tested on both backends in src/http/inbox-api.int.test.ts.
-describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chromium (PGlite)', () => {
+describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('coordinator web app in Chromium (PGlite)', () => {
   let h: Harness;
   let browser: Browser;
   const contexts: BrowserContext[] = [];
 
   beforeAll(async () => {
     await buildWebApp();
-    await mkdir(SCREENSHOTS, { recursive: true });
+    await mkdir(SCREENSHOTS_DIR, { recursive: true });
     h = await startHarness(pgliteBackend, { fake: { autoStatuses: ['sent', 'delivered'], autoStatusDelayMs: 50 } });
     await h.startRelay();
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -94,7 +88,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     await last.click();
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
 
-    await page.screenshot({ path: `${SCREENSHOTS}thread.png` });
+    await page.screenshot({ path: `${SCREENSHOTS_DIR}thread.png` });
     await expectNoSeriousAxeViolations(page);
   });
 
@@ -129,7 +123,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
 
     await gracePage.locator(`[data-patient-id="${patientId}"]`).click();
     await gracePage.locator('.timeline').getByText('Grace handles scheduling').waitFor();
-    await gracePage.screenshot({ path: `${SCREENSHOTS}inbox.png` });
+    await gracePage.screenshot({ path: `${SCREENSHOTS_DIR}inbox.png` });
   });
 
   it('moves between conversations with j/k, focuses the reply box with r, and fits a tablet', async () => {
@@ -161,7 +155,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     await page.getByRole('button', { name: 'Back to conversations' }).click();
     await page.locator('.conversation').first().waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
-    await page.screenshot({ path: `${SCREENSHOTS}tablet.png` });
+    await page.screenshot({ path: `${SCREENSHOTS_DIR}tablet.png` });
     await expectNoSeriousAxeViolations(page);
   });
 
@@ -205,7 +199,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !required)('coordinator web app in Chro
     await page.getByRole('heading', { name: 'Coordinator queues' }).waitFor();
     await page.getByRole('region', { name: 'Coordinator queues' }).getByRole('rowheader', { name: 'Grace' }).waitFor();
     await page.getByRole('region', { name: 'Team queues' }).getByRole('rowheader', { name: 'Primary care' }).waitFor();
-    await page.screenshot({ path: `${SCREENSHOTS}supervisor.png`, fullPage: true });
+    await page.screenshot({ path: `${SCREENSHOTS_DIR}supervisor.png`, fullPage: true });
     await expectNoSeriousAxeViolations(page);
   });
 });
