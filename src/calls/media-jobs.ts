@@ -15,6 +15,7 @@ import type { Db } from '../db/db.ts';
 import type { Transcriber } from '../transcription/transcriber.ts';
 import type { MediaStorage } from './media-storage.ts';
 import { DownloadError, downloadRecording, type DownloadSettings } from './recording-download.ts';
+import { createWakeSignal } from '../outbox/wake-signal.ts';
 
 export interface MediaJobWorkerOptions {
   db: Db;
@@ -54,28 +55,9 @@ export async function startMediaJobWorker(options: MediaJobWorkerOptions): Promi
   const log = options.logger.child({ component: 'media-jobs', workerId });
   const running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   let stopped = false;
-  let wakeRequested = false;
-  let wakeSleeper: (() => void) | null = null;
-  const wake = () => {
-    wakeRequested = true;
-    wakeSleeper?.();
-  };
+  // A wake that arrives while we are busy is remembered, so a NOTIFY during a claim is never lost.
+  const { wake, sleep } = createWakeSignal();
   const unlisten = await db.listen(MEDIA_JOBS_CHANNEL, wake);
-
-  async function sleep(ms: number): Promise<void> {
-    if (!wakeRequested) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, ms);
-        function done() {
-          clearTimeout(timer);
-          wakeSleeper = null;
-          resolve();
-        }
-        wakeSleeper = done;
-      });
-    }
-    wakeRequested = false;
-  }
 
   async function run(job: ClaimedMediaJob, signal: AbortSignal): Promise<void> {
     const fence = { jobId: job.jobId, workerId, attempts: job.attempts };

@@ -7,6 +7,7 @@ import type { ReplyRules } from '../core/reply-channel.ts';
 import type { Db, Session } from '../db/db.ts';
 import { OUTBOX_CHANNEL } from '../db/notify.ts';
 import { claimSends, knownProviderMessageIds, recordAttempts, registerWorker, type AttemptResult, type ClaimedSend } from '../db/outbox.ts';
+import { createWakeSignal } from './wake-signal.ts';
 
 export interface OutboxRelayOptions {
   db: Db;
@@ -60,28 +61,8 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
   const unrecorded: AttemptResult[] = [];
   let flushing: Promise<void> | null = null;
   // A wake that arrives while we are busy is remembered, so a NOTIFY during a claim is never lost.
-  let wakeRequested = false;
-  let wakeSleeper: (() => void) | null = null;
-  const wake = () => {
-    wakeRequested = true;
-    wakeSleeper?.();
-  };
+  const { wake, sleep } = createWakeSignal();
   const unlisten = await db.listen(OUTBOX_CHANNEL, wake);
-
-  async function sleep(ms: number): Promise<void> {
-    if (!wakeRequested) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, ms);
-        function done() {
-          clearTimeout(timer);
-          wakeSleeper = null;
-          resolve();
-        }
-        wakeSleeper = done;
-      });
-    }
-    wakeRequested = false;
-  }
 
   async function attempt(send: ClaimedSend): Promise<AttemptResult> {
     const base = { outboxId: send.outboxId, attempts: send.attempts };
