@@ -1,7 +1,7 @@
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { nextSeq } from './patients.ts';
-import type { Viewer } from './visibility.ts';
+import { supervisedTeamsSql, type Viewer } from './visibility.ts';
 
 export type ConversationFilter = 'all' | 'mine' | 'unread' | 'waiting' | 'team';
 
@@ -261,7 +261,7 @@ export interface TeamQueue {
 
 /** Every coordinator's and team queue's load the viewer may supervise (admins: all). */
 export async function supervisorOverview(db: Queryable, viewer: Viewer): Promise<{ coordinators: QueueLoad[]; teams: TeamQueue[] }> {
-  const scopeTeams = `(SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = $1::uuid AND (tm.role = 'supervisor' OR $2::text = 'supervisor'))`;
+  const scopeTeams = supervisedTeamsSql('$1::uuid', '$2::text');
   const coordinators = await db.query<Record<string, any>>(
     `SELECT c.id, c.name, c.status, c.capacity,
             count(a.patient_id)::int AS assigned,

@@ -12,9 +12,30 @@ export function visibleSql(caller: string, role: string, a = 'a'): string {
   return `(${role} = 'admin'
     OR ${a}.coordinator_id = ${caller}
     OR (${a}.coordinator_id IS NULL AND ${a}.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = ${caller}))
-    OR ${a}.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = ${caller} AND (tm.role = 'supervisor' OR ${role} = 'supervisor'))
-    OR ${a}.coordinator_id IN (SELECT m.coordinator_id FROM team_members m JOIN team_members s ON s.team_id = m.team_id
-                               WHERE s.coordinator_id = ${caller} AND (s.role = 'supervisor' OR ${role} = 'supervisor')))`;
+    OR ${a}.team_id IN ${supervisedTeamsSql(caller, role)}
+    OR ${a}.coordinator_id IN (SELECT m.coordinator_id FROM team_members m WHERE m.team_id IN ${supervisedTeamsSql(caller, role)}))`;
+}
+
+/** The teams the caller supervises (as a team supervisor, or as a global supervisor who is a member); admins are handled by the callers. */
+export function supervisedTeamsSql(caller: string, role: string): string {
+  return `(SELECT tm.team_id FROM team_members tm WHERE tm.coordinator_id = ${caller} AND (tm.role = 'supervisor' OR ${role} = 'supervisor'))`;
+}
+
+/**
+ * Which alerts a supervisor sees (alias `al` over alerts): an alert about a patient follows that patient's
+ * visibility now (visibleSql); one about a coordinator is seen by that coordinator's team supervisors; one
+ * about a team by its supervisors; system-wide alerts (outbox, delivery rate, a channel's silence) carry no
+ * patient, coordinator or team and no PHI, and every supervisor sees them. Admins see all.
+ */
+export function alertVisibleSql(caller: string, role: string, al = 'al'): string {
+  const teams = supervisedTeamsSql(caller, role);
+  return `(${role} = 'admin'
+    OR (${al}.patient_id IS NULL AND ${al}.coordinator_id IS NULL AND ${al}.team_id IS NULL)
+    OR (${al}.patient_id IS NOT NULL AND EXISTS (SELECT 1 FROM patients vp LEFT JOIN assignments va ON va.patient_id = vp.id
+                                                   WHERE vp.id = ${al}.patient_id AND ${visibleSql(caller, role, 'va')}))
+    OR (${al}.patient_id IS NULL AND ${al}.coordinator_id IS NOT NULL
+        AND (${al}.coordinator_id = ${caller} OR ${al}.coordinator_id IN (SELECT m.coordinator_id FROM team_members m WHERE m.team_id IN ${teams})))
+    OR (${al}.patient_id IS NULL AND ${al}.coordinator_id IS NULL AND ${al}.team_id IN ${teams}))`;
 }
 
 export interface Viewer {

@@ -83,7 +83,7 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.get('/api/ops/alerts', async (request) => {
     const caller = supervisor(request);
     const query = parseInput(AlertsQuery, request.query);
-    const alerts = await listAlerts(db, { states: query.state, limit: query.limit });
+    const alerts = await listAlerts(db, { states: query.state, limit: query.limit, viewer: caller });
     await appendAudit(db, { actorId: caller.id, action: 'alerts.read', detail: { states: query.state, alerts: alerts.length }, ip: request.ip });
     return { alerts };
   });
@@ -91,7 +91,7 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   app.post('/api/ops/alerts/:id/ack', async (request) => {
     const caller = supervisor(request);
     const { id } = parseInput(AlertParams, request.params);
-    if (!(await acknowledgeAlert(db, id, caller.id))) throw new NotFoundError('open unacknowledged alert');
+    if (!(await acknowledgeAlert(db, id, caller))) throw new NotFoundError('open unacknowledged alert');
     await appendAudit(db, { actorId: caller.id, action: 'alert.ack', detail: { alertId: id }, ip: request.ip });
     return { id, acknowledgedBy: caller.id };
   });
@@ -108,7 +108,7 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
     if (problems.length > 0) {
       throw new BadRequestError('invalid_input', 'the request is invalid', { details: problems.map((p) => ({ path: p.split(':')[0], message: p.slice(p.indexOf(':') + 2) })) });
     }
-    const report = await buildReport(db, { groupBy: query.groupBy, from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date() });
+    const report = await buildReport(db, { groupBy: query.groupBy, from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date(), viewer: caller });
     await appendAudit(db, { actorId: caller.id, action: 'report.read', detail: { groupBy: query.groupBy, from: query.from, to: query.to, format: query.format }, ip: request.ip });
     if (query.format === 'csv') {
       const name = `switchboard-${query.groupBy}-${query.from}-${query.to}.csv`;
@@ -126,7 +126,7 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
     if (problems.length > 0) {
       throw new BadRequestError('invalid_input', 'the request is invalid', { details: problems.map((p) => ({ path: p.split(':')[0], message: p.slice(p.indexOf(':') + 2) })) });
     }
-    const series = await buildDailySeries(db, { from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date() });
+    const series = await buildDailySeries(db, { from: query.from, to: query.to, timeZone: query.tz, clock: query.clock, slaMinutes: query.slaMinutes, now: new Date(), viewer: caller });
     await appendAudit(db, { actorId: caller.id, action: 'report.read', detail: { series: 'daily', from: query.from, to: query.to }, ip: request.ip });
     return series;
   });

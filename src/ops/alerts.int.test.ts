@@ -125,7 +125,8 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
   });
 
   it('holds a pending alert for its "for" duration, repeats at the throttle, and stops repeating once acknowledged', async () => {
-    const sup = await h.createCoordinator({ name: 'Sue', role: 'supervisor' });
+    // An admin: the patient is in no team yet, and a supervisor sees only their teams' alerts (ops-scope.int.test.ts).
+    const sup = await h.createCoordinator({ name: 'Sue', role: 'admin' });
     const coordinator = await h.createCoordinator({ name: 'Cal' });
     expect((await saveAlertRules(h.database.db, waitRules(slack.url, { forMinutes: 5, repeatMinutes: 30 }), null)).ok).toBe(true);
     const { since } = await waitingPatient('+15550000004');

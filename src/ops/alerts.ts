@@ -5,6 +5,7 @@
  * evaluators racing each other still produce each transition once (the scheduler also elects one leader).
  */
 import type { Db, Queryable } from '../db/db.ts';
+import { alertVisibleSql, type Viewer } from '../db/visibility.ts';
 import { loadActiveAlertRules, type AlertRule, type AlertRulesDocument } from './alert-rules.ts';
 import { openMsBetween, teamSchedule } from './clock.ts';
 
@@ -254,10 +255,12 @@ export interface AlertView {
   acknowledgedAt: Date | null;
 }
 
-export async function listAlerts(db: Queryable, args: { states: string[]; limit: number }): Promise<AlertView[]> {
+/** Alerts in the given states that `viewer` may see (alertVisibleSql), newest first. */
+export async function listAlerts(db: Queryable, args: { states: string[]; limit: number; viewer: Viewer }): Promise<AlertView[]> {
   const found = await db.query<Record<string, any>>(
-    `SELECT * FROM alerts WHERE state = ANY($1::text[]) ORDER BY COALESCE(firing_at, started_at) DESC LIMIT $2`,
-    [args.states, args.limit],
+    `SELECT al.* FROM alerts al WHERE al.state = ANY($1::text[]) AND ${alertVisibleSql('$3::uuid', '$4::text')}
+     ORDER BY COALESCE(al.firing_at, al.started_at) DESC LIMIT $2`,
+    [args.states, args.limit, args.viewer.id, args.viewer.role],
   );
   return found.rows.map((r) => ({
     id: r.id,
@@ -278,11 +281,15 @@ export async function listAlerts(db: Queryable, args: { states: string[]; limit:
   }));
 }
 
-/** Acknowledges an open alert (stops its repeats). Returns false when there is no such open, unacknowledged alert. */
-export async function acknowledgeAlert(db: Queryable, alertId: string, coordinatorId: string): Promise<boolean> {
+/**
+ * Acknowledges an open alert (stops its repeats). Returns false when there is no such open, unacknowledged
+ * alert that `viewer` may see: an alert outside their teams is as absent as a missing one.
+ */
+export async function acknowledgeAlert(db: Queryable, alertId: string, viewer: Viewer): Promise<boolean> {
   const updated = await db.query(
-    `UPDATE alerts SET acknowledged_by = $2, acknowledged_at = now() WHERE id = $1 AND state <> 'resolved' AND acknowledged_at IS NULL`,
-    [alertId, coordinatorId],
+    `UPDATE alerts al SET acknowledged_by = $2, acknowledged_at = now()
+     WHERE al.id = $1 AND al.state <> 'resolved' AND al.acknowledged_at IS NULL AND ${alertVisibleSql('$2::uuid', '$3::text')}`,
+    [alertId, viewer.id, viewer.role],
   );
   return updated.rowCount > 0;
 }

@@ -254,7 +254,8 @@ describe.each(backends())('reports on $name', (backend) => {
   });
 
   it('is served as JSON and CSV to supervisors, with the zone required', async () => {
-    const sup = await h.createCoordinator({ name: 'Sue', role: 'supervisor' });
+    // An admin: the patient is in no team, and a supervisor's report covers only their teams (ops-scope.int.test.ts).
+    const sup = await h.createCoordinator({ name: 'Sue', role: 'admin' });
     const coordinator = await h.createCoordinator({ name: 'Cal' });
     await h.sendSms('+15550002001', 'hello');
     const today = new Date().toISOString().slice(0, 10);

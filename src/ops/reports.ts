@@ -6,6 +6,7 @@
  */
 import { stringify } from 'csv-stringify/sync';
 import type { Queryable } from '../db/db.ts';
+import { supervisedTeamsSql, visibleSql, type Viewer } from '../db/visibility.ts';
 import { CONVERSATION_IDLE_MS } from '../db/messages.ts';
 import { isValidTimeZone } from '../core/routing/business-hours.ts';
 import type { CompiledSchedule } from '../core/routing/business-hours.ts';
@@ -22,6 +23,8 @@ export interface ReportQuery {
   clock: ClockKind;
   slaMinutes: number;
   now: Date;
+  /** Whose report: an admin (or no viewer, for internal use) gets everything; a supervisor gets their teams (see scopeNote). */
+  viewer?: Viewer;
 }
 
 export interface Stats {
@@ -60,6 +63,9 @@ export interface Report {
   clock: ClockKind;
   clockNote: string;
   slaMinutes: number;
+  /** 'all', or the ids of the teams the report was limited to. */
+  scope: 'all' | { teamIds: string[] };
+  scopeNote: string;
   rows: ReportRow[];
   total: ReportRow;
 }
@@ -132,24 +138,34 @@ export async function buildReport(db: Queryable, q: ReportQuery): Promise<Report
   const { startMs, endMs } = reportRange(q.from, q.to, q.timeZone);
   const start = new Date(startMs).toISOString();
   const end = new Date(endMs).toISOString();
-  const [messages, coordinators, teams, members, assignments, handoffs] = await Promise.all([
+  // A supervisor's report covers the patients they may see now (visibleSql, by current assignment) and only
+  // the rows of their teams and those teams' members; an admin's covers everyone.
+  const scoped = q.viewer !== undefined && q.viewer.role !== 'admin';
+  const params = (base: unknown[]) => (scoped ? [...base, q.viewer!.id, q.viewer!.role] : base);
+  const patientScope = (column: string, first: number) =>
+    scoped
+      ? `AND ${column} IN (SELECT vp.id FROM patients vp LEFT JOIN assignments va ON va.patient_id = vp.id WHERE ${visibleSql(`$${first}::uuid`, `$${first + 1}::text`, 'va')})`
+      : '';
+  const [messages, coordinators, teams, members, assignments, handoffs, scopeTeams] = await Promise.all([
     // Every message of every patient active in the range: a wait may have begun before it.
     db.query<{ id: string; patient_id: string; seq: number; direction: 'inbound' | 'outbound'; channel: string; created_at: Date; author_id: string | null; automatic: boolean }>(
       `SELECT id, patient_id, seq, direction, channel, created_at, author_id, automatic FROM messages
        WHERE patient_id IN (SELECT DISTINCT patient_id FROM messages WHERE created_at >= $1 AND created_at < $2)
-         AND created_at <= $3
+         AND created_at <= $3 ${patientScope('patient_id', 4)}
        ORDER BY patient_id, seq`,
-      [start, end, q.now.toISOString()],
+      params([start, end, q.now.toISOString()]),
     ),
     db.query<{ id: string; name: string }>(`SELECT id, name FROM coordinators`),
     db.query<{ id: string; name: string; timezone: string; business_hours: unknown; holidays: unknown }>(`SELECT id, name, timezone, business_hours, holidays FROM teams`),
     db.query<{ team_id: string; coordinator_id: string }>(`SELECT team_id, coordinator_id FROM team_members ORDER BY team_id`),
     db.query<{ patient_id: string; coordinator_id: string | null; team_id: string | null }>(`SELECT patient_id, coordinator_id, team_id FROM assignments`),
     db.query<{ from_coordinator_id: string | null; to_coordinator_id: string | null }>(
-      `SELECT from_coordinator_id, to_coordinator_id FROM patient_events WHERE kind = 'handoff' AND created_at >= $1 AND created_at < $2`,
-      [start, end],
+      `SELECT from_coordinator_id, to_coordinator_id FROM patient_events WHERE kind = 'handoff' AND created_at >= $1 AND created_at < $2 ${patientScope('patient_id', 3)}`,
+      params([start, end]),
     ),
+    scoped ? db.query<{ team_id: string }>(`SELECT team_id FROM ${supervisedTeamsSql('$1::uuid', '$2::text')} AS t(team_id) ORDER BY team_id`, [q.viewer!.id, q.viewer!.role]) : null,
   ]);
+  const teamIdsInScope = scopeTeams ? scopeTeams.rows.map((r) => r.team_id) : null;
 
   const coordinatorName = new Map(coordinators.rows.map((c) => [c.id, c.name]));
   const teamInfo = new Map(teams.rows.map((t) => [t.id, { name: t.name, schedule: teamSchedule(t) }]));
@@ -255,6 +271,9 @@ export async function buildReport(db: Queryable, q: ReportQuery): Promise<Report
     }
   }
 
+  const coordinatorsInScope = teamIdsInScope ? new Set([q.viewer!.id, ...members.rows.filter((m) => teamIdsInScope.includes(m.team_id)).map((m) => m.coordinator_id)]) : null;
+  const inScope = (a: Acc): boolean =>
+    !teamIdsInScope || q.groupBy === 'channel' || (q.groupBy === 'team' ? teamIdsInScope.includes(a.row.key) : coordinatorsInScope!.has(a.row.key));
   const finish = (a: Acc): ReportRow => ({
     ...a.row,
     patientsServed: a.served.size,
@@ -275,7 +294,11 @@ export async function buildReport(db: Queryable, q: ReportQuery): Promise<Report
         ? "business clock: each wait counts only the open hours of its owner's first team (a patient with no team: always open)"
         : 'wall clock: every second counts',
     slaMinutes: q.slaMinutes,
-    rows: [...groups.values()].map(finish).sort((a, b) => a.label.localeCompare(b.label)),
+    scope: teamIdsInScope ? { teamIds: teamIdsInScope } : 'all',
+    scopeNote: teamIdsInScope
+      ? `limited to your ${teamIdsInScope.length} supervised team(s): their patients as assigned now, and rows for those teams and their members`
+      : 'every team, coordinator and channel',
+    rows: [...groups.values()].filter(inScope).map(finish).sort((a, b) => a.label.localeCompare(b.label)),
     total: finish(total),
   };
 }
@@ -284,6 +307,7 @@ export interface DailySeries {
   timeZone: string;
   clock: ClockKind;
   clockNote: string;
+  scopeNote: string;
   slaMinutes: number;
   /** One entry per local date, oldest first; each is that day's totals (waits counted on the day they start). */
   days: Array<{ date: string; startsAt: string; endsAt: string; total: ReportRow }>;
@@ -293,12 +317,14 @@ export interface DailySeries {
 export async function buildDailySeries(db: Queryable, q: Omit<ReportQuery, 'groupBy'>): Promise<DailySeries> {
   const days: DailySeries['days'] = [];
   let clockNote = '';
+  let scopeNote = '';
   for (let date = q.from; date <= q.to; date = nextDate(date)) {
     const report = await buildReport(db, { ...q, groupBy: 'channel', from: date, to: date });
     clockNote = report.clockNote;
+    scopeNote = report.scopeNote;
     days.push({ date, startsAt: report.startsAt, endsAt: report.endsAt, total: report.total });
   }
-  return { timeZone: q.timeZone, clock: q.clock, clockNote, slaMinutes: q.slaMinutes, days };
+  return { timeZone: q.timeZone, clock: q.clock, clockNote, scopeNote, slaMinutes: q.slaMinutes, days };
 }
 
 export function reportToCsv(report: Report): string {
@@ -322,12 +348,13 @@ export function reportToCsv(report: Report): string {
     report.timeZone,
     report.from,
     report.to,
+    report.scope === 'all' ? 'all' : `teams:${report.scope.teamIds.join(' ')}`,
   ];
   return stringify([
     [
       'group_by', 'key', 'label', 'messages_in', 'messages_out', 'automatic_out', 'patients_served', 'waits', 'unanswered', 'conversations',
       'first_response_p50_s', 'first_response_p90_s', 'first_response_max_s', 'reply_time_p50_s', 'reply_time_p90_s', 'reply_time_max_s',
-      'sla_met_percent', 'handoffs', 'clock', 'time_zone', 'from', 'to',
+      'sla_met_percent', 'handoffs', 'clock', 'time_zone', 'from', 'to', 'scope',
     ],
     ...report.rows.map(line),
     line(report.total),

@@ -27,6 +27,7 @@ interface ReportRow {
 interface Report {
   timeZone: string;
   clockNote: string;
+  scopeNote: string;
   slaMinutes: number;
   rows: ReportRow[];
   total: ReportRow;
@@ -152,7 +153,7 @@ export const ReportsDashboard = memo(function ReportsDashboard() {
       {report && (
         <>
           <p className="muted clock-note">
-            {report.clockNote.replace(/\.?$/, '.')} Times in {report.timeZone}; SLA {report.slaMinutes} min.
+            {report.clockNote.replace(/\.?$/, '.')} Times in {report.timeZone}; SLA {report.slaMinutes} min. Scope: {report.scopeNote}.
           </p>
           <table className="report-table">
             <thead>

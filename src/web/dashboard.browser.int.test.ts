@@ -51,6 +51,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('supervisor alerts a
   it('shows a firing wait alert as a banner a supervisor acknowledges, and a reports dashboard with a table, charts and CSV', async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
     const sam = await h.createCoordinator({ name: 'Sam', role: 'supervisor' });
+    // Sam supervises Ada's team: the ops API shows a supervisor their teams' alerts and figures.
+    const team = (await h.database.db.query<{ id: string }>(`INSERT INTO teams (name, timezone) VALUES ('Care', 'UTC') RETURNING id`)).rows[0]!.id;
+    await h.database.db.query(`INSERT INTO team_members (team_id, coordinator_id, role) VALUES ($1, $2, 'member'), ($1, $3, 'supervisor')`, [team, ada.id, sam.id]);
     await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [ada.id]);
     await h.sendSms('+15557780001', 'Is my lab result back?');
     await h.sendSms('+15557780002', 'Please call me about my appointment');
