@@ -31,4 +31,10 @@ describe('web chat and email configuration', () => {
   it('requires SMTP_FROM with SMTP_HOST', () => {
     expect(() => parseConfig({ SMTP_HOST: 'smtp.example.org' })).toThrow(/SMTP_FROM/);
   });
+
+  it('sends alert email through the same SMTP settings: the old SMTP_URL is refused with the way forward', () => {
+    expect(() => parseConfig({ SMTP_URL: 'smtp://mail.example.org:587' })).toThrow(/SMTP_URL.*SMTP_HOST/);
+    const config = parseConfig({ SMTP_HOST: 'smtp.example.org', SMTP_FROM: 'care@example.org', ALERT_EMAIL_FROM: 'alerts@example.org' });
+    expect(config.ops.alertEmailFrom).toBe('alerts@example.org');
+  });
 });

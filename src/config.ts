@@ -95,8 +95,9 @@ const EnvSchema = z
     METRICS_HOST: z.string().default('127.0.0.1'),
     ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
     ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
-    SMTP_URL: optionalString.pipe(z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional()),
-    ALERT_EMAIL_FROM: optionalString.pipe(z.email().optional()),
+    // Replaced by the channel's SMTP_* settings; named here only to say so (see superRefine).
+    SMTP_URL: optionalString,
+    ALERT_EMAIL_FROM: optionalString,
   })
   .superRefine((env, ctx) => {
     const twilioSet = [env.TWILIO_ACCOUNT_SID, env.TWILIO_AUTH_TOKEN].filter(Boolean).length;
@@ -122,6 +123,7 @@ const EnvSchema = z
       }
       if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
     }
+    if (env.SMTP_URL) ctx.addIssue({ code: 'custom', path: ['SMTP_URL'], message: 'alert email now uses the SMTP_HOST/SMTP_PORT/SMTP_SECURE/SMTP_USER/SMTP_PASS settings of the email channel; remove SMTP_URL' });
     if (env.SMTP_HOST && !env.SMTP_FROM) ctx.addIssue({ code: 'custom', path: ['SMTP_FROM'], message: 'set SMTP_FROM (our From address) with SMTP_HOST' });
   });
 
@@ -230,7 +232,7 @@ export interface OpsConfig {
   metricsHost: string;
   alertsIntervalMs: number;
   alertWebhookSecret?: string;
-  smtpUrl?: string;
+  /** From address of alert email (default SMTP_FROM); sent through the email channel's SMTP server. */
   alertEmailFrom?: string;
 }
 
@@ -327,7 +329,6 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       metricsHost: e.METRICS_HOST,
       alertsIntervalMs: e.ALERTS_INTERVAL_MS,
       alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
-      smtpUrl: e.SMTP_URL,
       alertEmailFrom: e.ALERT_EMAIL_FROM,
     },
   };

@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       // that needs it, not at start-up: a worker that restarts often, or never sees a call, must not pay for it.
     }
   }
-  const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker') });
+  const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker'), ...(email ? { email: { ...email, timeoutMs: config.sendTimeoutMs } } : {}) });
   stops.push(() => ops.stop());
 
   let stopping = false;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import EmailReplyParser from 'email-reply-parser';
 import { simpleParser, type AddressObject } from 'mailparser';
-import nodemailer from 'nodemailer';
+import nodemailer, { type Transporter } from 'nodemailer';
 import type { Db } from '../db/db.ts';
 import { latestInboundEmail, recordEmailHeaders, type EmailThreadHeaders } from '../db/email.ts';
 import { findOutboxMessage } from '../db/webchat.ts';
@@ -116,11 +116,11 @@ export async function parseInboundEmail(raw: Buffer, envelope: { mailFrom?: stri
 }
 
 /**
- * Email out through nodemailer to the configured SMTP server. A reply threads under the patient's latest inbound
- * email (In-Reply-To, References, "Re: " + its subject). Inbound email arrives through src/services/smtp-listener.ts.
+ * The one way we open an SMTP client: patient email and alert email (src/ops/start.ts) share the SMTP_*
+ * settings, so an operator configures one mail server once.
  */
-export function createEmailChannel(config: EmailConfig, deps: { db: Db }): ChannelAdapter {
-  const transport = nodemailer.createTransport({
+export function createSmtpTransport(config: Pick<EmailConfig, 'host' | 'port' | 'secure' | 'user' | 'pass' | 'timeoutMs'>): Transporter {
+  return nodemailer.createTransport({
     host: config.host,
     port: config.port,
     secure: config.secure,
@@ -128,9 +128,17 @@ export function createEmailChannel(config: EmailConfig, deps: { db: Db }): Chann
     connectionTimeout: config.timeoutMs,
     greetingTimeout: config.timeoutMs,
     socketTimeout: config.timeoutMs,
-    // One connection per message: no pooled connection can go stale between replies.
+    // One connection per message: no pooled connection can go stale between sends.
     pool: false,
   });
+}
+
+/**
+ * Email out through nodemailer to the configured SMTP server. A reply threads under the patient's latest inbound
+ * email (In-Reply-To, References, "Re: " + its subject). Inbound email arrives through src/services/smtp-listener.ts.
+ */
+export function createEmailChannel(config: EmailConfig, deps: { db: Db }): ChannelAdapter {
+  const transport = createSmtpTransport(config);
 
   return {
     channel: 'email',

@@ -1,12 +1,12 @@
 import { createHmac } from 'node:crypto';
-import nodemailer from 'nodemailer';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPostgresDb, type Db } from '../db/db.ts';
 import { createOutbound } from '../db/messages.ts';
 import { backends, isPostgresAvailable, postgresBackend } from '../test/databases.ts';
 import { startFakeAlertReceiver, type FakeAlertReceiver } from '../test/fake-alert-receiver.ts';
-import { startFakeSmtpSink, type FakeSmtpSink } from '../test/fake-smtp-sink-ops.ts';
+import { createSmtpTransport } from '../channels/email.ts';
+import { startFakeSmtp } from '../test/fake-smtp.ts';
 import { eventually, startHarness, type Harness } from '../test/harness.ts';
 import { AlertRuleSchema, saveAlertRules } from './alert-rules.ts';
 import { evaluateAlerts, evaluateRule } from './alerts.ts';
@@ -188,8 +188,9 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
   it('delivers to signed webhook, SMTP and on-call SMS; a failing target is retried, then shown failing, without blocking the others', async () => {
     const webhook = await startFakeAlertReceiver();
     const broken = await startFakeAlertReceiver();
-    const smtp = await startFakeSmtpSink();
-    const mailer = nodemailer.createTransport(smtp.url);
+    // The email channel's fake mail server, with auth, reached through the channel's transport factory.
+    const smtp = await startFakeSmtp({ user: 'relay', pass: 'relay-secret' });
+    const mailer = createSmtpTransport({ host: smtp.host, port: smtp.port, secure: false, user: 'relay', pass: 'relay-secret', timeoutMs: 5_000 });
     try {
       broken.failWith(500);
       const secret = 'alert-webhook-secret-0123456789';
@@ -217,8 +218,8 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
       expect(post.headers[SIGNATURE_HEADER]).toBe('sha256=' + createHmac('sha256', secret).update(post.rawBody).digest('hex'));
       expect(post.json).toMatchObject({ ruleId: 'patient-wait', transition: 'firing', severity: 'warning' });
       expect(smtp.received).toHaveLength(1);
-      expect(smtp.received[0]!.to).toEqual(['oncall@example.org']);
-      expect(smtp.received[0]!.raw).toContain('FIRING');
+      expect(smtp.received[0]!.rcptTo).toEqual(['oncall@example.org']);
+      expect(smtp.received[0]!.subject).toContain('FIRING');
       const sms = h.fake.received.filter((m) => m.to === '+15557770000');
       expect(sms).toHaveLength(1);
       expect(sms[0]!.body).toContain('patient-wait');

@@ -139,7 +139,7 @@ async function send(deps: NotifierDeps, target: Target, row: Claimed, signal: Ab
       return postJson(target.url, body, { [SIGNATURE_HEADER]: signature, 'x-switchboard-delivery': row.notificationId }, signal);
     }
     case 'email': {
-      if (!deps.mailer) throw new Error('SMTP_URL is not set, so email targets cannot be sent');
+      if (!deps.mailer) throw new Error('SMTP_HOST is not set, so email targets cannot be sent');
       await deps.mailer.sendMail({
         from: deps.emailFrom ?? 'switchboard@localhost',
         to: target.to,

@@ -1,6 +1,7 @@
 import Fastify from 'fastify';
 import type { Logger } from 'pino';
 import type { ChannelAdapter } from '../channels/channel.ts';
+import { createSmtpTransport, type EmailConfig } from '../channels/email.ts';
 import type { OpsConfig } from '../config.ts';
 import type { Channel } from '../core/types.ts';
 import type { Db } from '../db/db.ts';
@@ -14,7 +15,16 @@ export interface OpsService {
 }
 
 /** Starts what the ops config asks for: the loopback /metrics listener, and (worker role) the alert scheduler. */
-export async function startOps(args: { db: Db; logger: Logger; adapters: ReadonlyMap<Channel, ChannelAdapter>; metrics: OpsMetrics; config: OpsConfig; evaluateAlerts: boolean }): Promise<OpsService> {
+export async function startOps(args: {
+  db: Db;
+  logger: Logger;
+  adapters: ReadonlyMap<Channel, ChannelAdapter>;
+  metrics: OpsMetrics;
+  config: OpsConfig;
+  evaluateAlerts: boolean;
+  /** The email channel's SMTP settings (SMTP_*, or the demo's fake): alert email goes through the same server. */
+  email?: EmailConfig;
+}): Promise<OpsService> {
   const { db, logger, metrics, config } = args;
   const stops: Array<() => Promise<void>> = [];
   let metricsUrl: string | undefined;
@@ -27,15 +37,14 @@ export async function startOps(args: { db: Db; logger: Logger; adapters: Readonl
   }
   let scheduler: AlertScheduler | undefined;
   if (args.evaluateAlerts) {
-    // Loaded only when email alerts are configured: it is the one heavy module here, and workers restart often.
-    const mailer = config.smtpUrl ? (await import('nodemailer')).default.createTransport(config.smtpUrl) : undefined;
+    const mailer = args.email ? createSmtpTransport(args.email) : undefined;
     scheduler = await startAlertScheduler({
       db,
       logger,
       intervalMs: config.alertsIntervalMs,
       smsAdapter: args.adapters.get('sms'),
       mailer,
-      emailFrom: config.alertEmailFrom,
+      emailFrom: config.alertEmailFrom ?? args.email?.from,
       webhookSecret: config.alertWebhookSecret,
     });
     stops.push(() => scheduler!.stop());
