@@ -85,16 +85,7 @@ export async function evaluateRule(db: Queryable, rule: AlertRule, now: Date): P
         : [];
     }
     case 'webhook_silence': {
-      const found = await db.query<{ channel: string; n: number; silent: number; p95: number | null }>(
-        `WITH inbound AS (
-           SELECT channel, created_at, EXTRACT(EPOCH FROM created_at - lag(created_at) OVER (PARTITION BY channel ORDER BY created_at)) AS gap
-           FROM messages WHERE direction = 'inbound' AND created_at > $1::timestamptz - make_interval(days => $2) AND created_at <= $1::timestamptz
-         )
-         SELECT channel, count(*)::int AS n, EXTRACT(EPOCH FROM ($1::timestamptz - max(created_at)))::float8 AS silent,
-                (percentile_cont(0.95) WITHIN GROUP (ORDER BY gap))::float8 AS p95
-         FROM inbound GROUP BY channel`,
-        [at, rule.lookbackDays],
-      );
+      const found = { rows: await channelInboundStats(db, now, rule.lookbackDays) };
       return found.rows
         .filter((row) => row.n >= rule.minMessages && row.silent > Math.max(rule.minMinutes * 60, rule.factor * (row.p95 ?? 0)))
         .map((row) => ({
@@ -116,6 +107,34 @@ export async function evaluateRule(db: Queryable, rule: AlertRule, now: Date): P
       }));
     }
   }
+}
+
+export interface ChannelInboundStats {
+  channel: string;
+  /** Inbound messages in the lookback. */
+  n: number;
+  /** Seconds since the channel's last inbound message in the lookback. */
+  silent: number;
+  /** 95th percentile of the gaps between consecutive inbound messages in the lookback; null with one message. */
+  p95: number | null;
+}
+
+/**
+ * What "longer than usual" is measured against, per channel, over `lookbackDays` before `now`. One query for the
+ * built-in webhook_silence rule and the /metrics gauges the Prometheus rule reads, so both decide alike.
+ */
+export async function channelInboundStats(db: Queryable, now: Date, lookbackDays: number): Promise<ChannelInboundStats[]> {
+  const found = await db.query<ChannelInboundStats>(
+    `WITH inbound AS (
+       SELECT channel, created_at, EXTRACT(EPOCH FROM created_at - lag(created_at) OVER (PARTITION BY channel ORDER BY created_at)) AS gap
+       FROM messages WHERE direction = 'inbound' AND created_at > $1::timestamptz - make_interval(days => $2) AND created_at <= $1::timestamptz
+     )
+     SELECT channel, count(*)::int AS n, EXTRACT(EPOCH FROM ($1::timestamptz - max(created_at)))::float8 AS silent,
+            (percentile_cont(0.95) WITHIN GROUP (ORDER BY gap))::float8 AS p95
+     FROM inbound GROUP BY channel ORDER BY channel`,
+    [now.toISOString(), lookbackDays],
+  );
+  return found.rows;
 }
 
 interface OpenAlert {

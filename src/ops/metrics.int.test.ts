@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { backends } from '../test/databases.ts';
-import { eventually, startHarness, type Harness } from '../test/harness.ts';
+import { eventually, startHarness, TEST_TWILIO, type Harness } from '../test/harness.ts';
+import { recordInboundCall, recordRecording } from '../db/calls.ts';
 import { createOpsMetrics, type OpsMetrics } from './metrics.ts';
 import { createOutbound } from '../db/messages.ts';
 import { startOps } from './start.ts';
@@ -79,6 +80,16 @@ describe.each(backends())('GET /metrics on $name', (backend) => {
     expect(text.get('switchboard_outbox_depth')).toBe(0);
     expect(text.get('switchboard_transcription_queue_depth')).toBe(0);
 
+    // A call's recording queues a download job; the gauge counts it until its transcript is done.
+    const call = await recordInboundCall(h.database.db, { callSid: 'CA' + '1'.repeat(32), from: '+15550001001', to: TEST_TWILIO.fromNumber });
+    await recordRecording(h.database.db, {
+      call: call.call, recordingSid: 'RE' + '1'.repeat(32), providerStatus: 'completed', sourceUrl: `${h.fake.url}/recording`, kind: 'voicemail',
+      durationSec: 5, channels: 1, errorCode: null, downloadMaxAttempts: 3,
+    });
+    expect(samples(await scrape()).get('switchboard_transcription_queue_depth')).toBe(1);
+    await h.database.db.query(`UPDATE media_jobs SET state = 'done'`);
+    expect(samples(await scrape()).get('switchboard_transcription_queue_depth')).toBe(0);
+
     // The same conversation: a second wait is a reply time but not a first response; an automatic reply is neither.
     expect((await h.sendSms('+15550001001', 'one more thing')).status).toBe(200);
     const notice = await createOutbound(h.database.db, { patientId, authorId: null, body: 'Auto: we got it.', automatic: true }, metrics);
@@ -89,6 +100,10 @@ describe.each(backends())('GET /metrics on $name', (backend) => {
     expect(text.get('switchboard_first_response_seconds_count')).toBe(1);
     expect(text.get('switchboard_messages_outbound_total{channel="sms",automatic="true"}')).toBe(1);
     expect(text.get('switchboard_messages_outbound_total{channel="sms",automatic="false"}')).toBe(2);
+    // The webhook_silence rule's figures: two inbound SMS this week, one gap between them.
+    const [firstIn, secondIn] = (await h.database.db.query<{ created_at: Date }>(`SELECT created_at FROM messages WHERE direction = 'inbound' ORDER BY created_at`)).rows;
+    expect(text.get('switchboard_channel_inbound_messages_7d{channel="sms"}')).toBe(2);
+    expect(text.get('switchboard_channel_inbound_gap_p95_seconds{channel="sms"}')).toBeCloseTo((secondIn!.created_at.getTime() - firstIn!.created_at.getTime()) / 1000, 2);
 
     // A second process (its own registry) over the same database reports the same gauges and none of our counts.
     const other = samples(await createOpsMetrics().render(h.database.db));

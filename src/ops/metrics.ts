@@ -1,6 +1,10 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Queryable } from '../db/db.ts';
+import { channelInboundStats } from './alerts.ts';
 import { openMsBetween, teamSchedule } from './clock.ts';
+
+/** The webhook_silence rule's default lookback (src/ops/alert-rules.ts); deploy/prometheus/alerts.yml assumes it. */
+const SILENCE_LOOKBACK_DAYS = 7;
 
 /**
  * The process's metrics. Counters and histograms count what THIS process handled (each event is handled by
@@ -53,10 +57,12 @@ export function createOpsMetrics(): OpsMetrics {
   const waiting = gauge('switchboard_waiting_patients', 'Patients waiting for a human reply.');
   const outboxDepth = gauge('switchboard_outbox_depth', 'Outbound messages not yet accepted by a provider.');
   const outboxOldest = gauge('switchboard_outbox_oldest_undelivered_seconds', 'Age of the oldest outbound message not yet accepted by a provider.');
-  const transcriptionDepth = gauge('switchboard_transcription_queue_depth', 'Recordings waiting for transcription (0 until the transcription_jobs table exists).');
+  const transcriptionDepth = gauge('switchboard_transcription_queue_depth', 'Recordings waiting to be downloaded and transcribed (pending or running media jobs).');
   const coordinatorLoad = gauge('switchboard_coordinator_assigned_patients', 'Patients assigned to a coordinator.', ['coordinator']);
   const coordinatorCapacity = gauge('switchboard_coordinator_capacity', 'How many patients a coordinator may hold.', ['coordinator']);
   const channelSilence = gauge('switchboard_channel_last_inbound_age_seconds', 'Time since the last inbound message on a channel.', ['channel']);
+  const channelGapP95 = gauge('switchboard_channel_inbound_gap_p95_seconds', '95th percentile gap between inbound messages on a channel over the last 7 days (the webhook_silence rule\'s usual gap).', ['channel']);
+  const channelLookbackCount = gauge('switchboard_channel_inbound_messages_7d', 'Inbound messages on a channel over the last 7 days.', ['channel']);
   const alertsFiring = gauge('switchboard_alerts_firing', 'Built-in alerts currently firing, by rule.', ['rule']);
   const notificationsFailed = gauge('switchboard_alert_notifications_failed', 'Alert notifications that exhausted their retries, by target.', ['target']);
 
@@ -115,6 +121,13 @@ export function createOpsMetrics(): OpsMetrics {
     for (const row of firing.rows) alertsFiring.set({ rule: row.rule_id }, row.n);
     notificationsFailed.reset();
     for (const row of failed.rows) notificationsFailed.set({ target: row.target }, row.n);
+    channelGapP95.reset();
+    channelLookbackCount.reset();
+    // The built-in webhook_silence rule's own figures (default 7-day lookback), so the Prometheus rule decides alike.
+    for (const row of await channelInboundStats(db, now, SILENCE_LOOKBACK_DAYS)) {
+      channelLookbackCount.set({ channel: row.channel }, row.n);
+      if (row.p95 !== null) channelGapP95.set({ channel: row.channel }, row.p95);
+    }
     transcriptionDepth.set(await transcriptionQueueDepth(db));
     businessMaxWait.set(await businessWaitMaxSeconds(db, now));
   }
@@ -161,12 +174,10 @@ async function businessWaitMaxSeconds(db: Queryable, now: Date): Promise<number>
 }
 
 /**
- * Transcription is being wired to calls on another branch; its queue is expected as a `transcription_jobs`
- * table with a `state` column. Until that table exists the gauge reads 0 rather than failing the scrape.
+ * Recordings on their way to a transcript: a download or transcription job (src/calls/media-jobs.ts) still
+ * pending or running. A recording has at most one of the two active at a time; distinct recordings are counted.
  */
 async function transcriptionQueueDepth(db: Queryable): Promise<number> {
-  const exists = await db.query<{ present: boolean }>(`SELECT to_regclass('transcription_jobs') IS NOT NULL AS present`);
-  if (!exists.rows[0]?.present) return 0;
-  const depth = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM transcription_jobs WHERE state IN ('pending', 'queued', 'running')`);
+  const depth = await db.query<{ n: number }>(`SELECT count(DISTINCT recording_id)::int AS n FROM media_jobs WHERE state IN ('pending', 'running')`);
   return depth.rows[0]?.n ?? 0;
 }
