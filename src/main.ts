@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   const metrics = createOpsMetrics();
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
-  const mediaStorage = createMediaStorage(config.calls);
+  const mediaStorage = createMediaStorage(config.calls.media);
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {

@@ -1,15 +1,16 @@
 import type { Logger } from 'pino';
-import type { CallsConfig, TwilioConfig } from '../config.ts';
+import type { CallsConfig, MediaStoreConfig, TwilioConfig } from '../config.ts';
 import type { Db } from '../db/db.ts';
 import type { Transcriber } from '../transcription/transcriber.ts';
 import { startMediaJobWorker, type MediaJobWorker, type MediaJobWorkerOptions } from './media-jobs.ts';
 import { createLocalMediaStorage, type MediaStorage } from './media-storage.ts';
+import { createS3MediaStorage } from './media-storage-s3.ts';
 import { DEFAULT_RECORDING_NOTICE, DEFAULT_VOICEMAIL_GREETING, type CallSettings } from './settings.ts';
 
 export const TWILIO_API_ORIGIN = 'https://api.twilio.com';
 
 /** Defaults for everything but credentials and storage; what `parseConfig` yields for an empty environment. */
-export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'mediaDir'> = {
+export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'media'> = {
   recordingFormat: 'wav',
   recordingMaxBytes: 200 * 1024 * 1024,
   downloadMaxAttempts: 8,
@@ -20,8 +21,14 @@ export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'mediaDir'> = {
   voicemailMaxSec: 180,
 };
 
-export function createMediaStorage(config: Pick<CallsConfig, 'mediaDir'>): MediaStorage {
-  return createLocalMediaStorage(config.mediaDir);
+/** The one store both roles use, as MEDIA_STORE names it: built once per process in main.ts. */
+export function createMediaStorage(config: MediaStoreConfig): MediaStorage {
+  switch (config.kind) {
+    case 'local':
+      return createLocalMediaStorage(config.dir);
+    case 's3':
+      return createS3MediaStorage(config);
+  }
 }
 
 /** The web role's view of calls. */
