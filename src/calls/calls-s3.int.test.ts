@@ -71,7 +71,7 @@ describe.each(backends())('a recorded call with MEDIA_STORE=s3 on $name', { time
       logger: pino({ level: 'silent' }),
       config: { ...DEFAULT_CALLS_CONFIG, media },
       twilio: { ...TEST_TWILIO, apiBase: h.fake.url },
-      storage: createMediaStorage(media),
+      storage: await createMediaStorage(media),
       transcriber,
       overrides: { pollMs: 100, backoff: { baseMs: 20, capMs: 100 } },
     });

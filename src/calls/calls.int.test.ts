@@ -61,7 +61,7 @@ describe.each(backends())('phone calls, recordings and transcripts on $name', { 
       logger: pino({ level: 'silent' }),
       config: { ...DEFAULT_CALLS_CONFIG, media: { kind: 'local', dir: mediaDir } },
       twilio: { ...TEST_TWILIO, apiBase: h.fake.url },
-      storage: createMediaStorage({ kind: 'local', dir: mediaDir }),
+      storage: await createMediaStorage({ kind: 'local', dir: mediaDir }),
       transcriber,
       overrides: { pollMs: 100, backoff: { baseMs: 20, capMs: 100 }, ...overrides },
     });

@@ -4,7 +4,6 @@ import type { Db } from '../db/db.ts';
 import type { Transcriber } from '../transcription/transcriber.ts';
 import { startMediaJobWorker, type MediaJobWorker, type MediaJobWorkerOptions } from './media-jobs.ts';
 import { createLocalMediaStorage, type MediaStorage } from './media-storage.ts';
-import { createS3MediaStorage } from './media-storage-s3.ts';
 import { DEFAULT_RECORDING_NOTICE, DEFAULT_VOICEMAIL_GREETING, type CallSettings } from './settings.ts';
 
 export const TWILIO_API_ORIGIN = 'https://api.twilio.com';
@@ -22,12 +21,15 @@ export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'media'> = {
 };
 
 /** The one store both roles use, as MEDIA_STORE names it: built once per process in main.ts. */
-export function createMediaStorage(config: MediaStoreConfig): MediaStorage {
+export async function createMediaStorage(config: MediaStoreConfig): Promise<MediaStorage> {
   switch (config.kind) {
     case 'local':
       return createLocalMediaStorage(config.dir);
-    case 's3':
+    case 's3': {
+      // The AWS SDK takes about half a second and 25 MB to load: only a process that stores in S3 loads it.
+      const { createS3MediaStorage } = await import('./media-storage-s3.ts');
       return createS3MediaStorage(config);
+    }
   }
 }
 

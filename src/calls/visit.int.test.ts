@@ -81,7 +81,7 @@ describe('video visit between two browsers (pglite)', () => {
       logger: pino({ level: 'silent' }),
       config: { ...DEFAULT_CALLS_CONFIG, media: { kind: 'local', dir: mediaDir } },
       twilio: { ...TEST_TWILIO, apiBase: h.fake.url },
-      storage: createMediaStorage({ kind: 'local', dir: mediaDir }),
+      storage: await createMediaStorage({ kind: 'local', dir: mediaDir }),
       transcriber,
       overrides: { pollMs: 100 },
     });
