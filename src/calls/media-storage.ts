@@ -35,7 +35,11 @@ export function assertMediaKey(key: string): void {
  */
 export interface MediaStorage {
   readonly kind: string;
-  /** Writes the whole body or nothing: a failed or oversized write leaves no object behind. */
+  /**
+   * Writes the whole body or nothing: a failed or oversized write leaves no object behind, and no reader ever sees
+   * part of one. (On S3 a put reported as failed may have stored the whole object if only its answer was lost;
+   * writing the same key again is how callers retry.)
+   */
   put(key: string, body: AsyncIterable<Uint8Array>, options: { maxBytes: number }): Promise<{ sizeBytes: number }>;
   /** Size in bytes, or undefined when there is no such object. */
   size(key: string): Promise<number | undefined>;
