@@ -34,3 +34,56 @@ describe('SMS_PROVIDER and identity settings', () => {
     expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['DEFAULT_PHONE_COUNTRY', 'SMS_PROVIDER', 'TELNYX_PUBLIC_KEY']);
   });
 });
+
+describe('MEDIA_STORE', () => {
+  it('stores recordings on local disk under DATA_DIR by default', () => {
+    expect(parseConfig({ DATA_DIR: '/srv/sb' }).calls.media).toEqual({ kind: 'local', dir: '/srv/sb/media' });
+    expect(parseConfig({ MEDIA_STORE: 'local', MEDIA_DIR: '/mnt/media' }).calls.media).toEqual({ kind: 'local', dir: '/mnt/media' });
+  });
+
+  it('builds the S3 store from S3_*, with the SDK credential chain when no keys are given', () => {
+    expect(parseConfig({ MEDIA_STORE: 's3', S3_BUCKET: 'care-recordings' }).calls.media).toEqual({
+      kind: 's3',
+      bucket: 'care-recordings',
+      region: 'us-east-1',
+      endpoint: undefined,
+      forcePathStyle: false,
+      prefix: '',
+      sse: undefined,
+      maxAttempts: 3,
+    });
+    const minio = parseConfig({
+      MEDIA_STORE: 's3',
+      S3_BUCKET: 'media',
+      S3_REGION: 'eu-central-1',
+      S3_ENDPOINT: 'http://127.0.0.1:9000',
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_ACCESS_KEY_ID: 'minio',
+      S3_SECRET_ACCESS_KEY: 'minio-secret',
+      S3_PREFIX: 'switchboard/prod',
+      S3_SSE: 'aws:kms',
+      S3_MAX_ATTEMPTS: '5',
+    }).calls.media;
+    expect(minio).toEqual({
+      kind: 's3',
+      bucket: 'media',
+      region: 'eu-central-1',
+      endpoint: 'http://127.0.0.1:9000',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'minio', secretAccessKey: 'minio-secret' },
+      prefix: 'switchboard/prod/',
+      sse: 'aws:kms',
+      maxAttempts: 5,
+    });
+  });
+
+  it('refuses to start with MEDIA_STORE=s3 and no bucket, half a key pair, a bad prefix, SSE or store', () => {
+    expect(problems({ MEDIA_STORE: 's3' })).toEqual(['S3_BUCKET: MEDIA_STORE=s3 needs S3_BUCKET']);
+    expect(problems({ MEDIA_STORE: 's3', S3_BUCKET: 'bkt', S3_ACCESS_KEY_ID: 'AKID' })).toEqual([
+      'S3_SECRET_ACCESS_KEY: set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither (the AWS SDK default credential chain)',
+    ]);
+    expect(problems({ S3_BUCKET: 'forgotten' })).toEqual(['MEDIA_STORE: S3_BUCKET is set but MEDIA_STORE is local: set MEDIA_STORE=s3, or unset S3_BUCKET']);
+    const bad = problems({ MEDIA_STORE: 'gcs', S3_PREFIX: '/abs', S3_SSE: 'rot13', S3_BUCKET: 'a/b', S3_MAX_ATTEMPTS: '0' });
+    expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['MEDIA_STORE', 'S3_BUCKET', 'S3_MAX_ATTEMPTS', 'S3_PREFIX', 'S3_SSE']);
+  });
+});

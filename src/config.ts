@@ -66,6 +66,17 @@ const EnvSchema = z
     // Calls and recordings (docs/ARCHITECTURE.md "Calls and transcription"); TRANSCRIBER* is read by src/transcription/config.ts.
     TWILIO_VOICE_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
     MEDIA_DIR: optionalString,
+    // Where recordings are stored (docs/ARCHITECTURE.md §14): local disk, or an S3-compatible bucket shared by every process.
+    MEDIA_STORE: z.enum(['local', 's3']).default('local'),
+    S3_BUCKET: optionalString.pipe(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$/, 'must be a bucket name: 3 or more letters, digits, dots, hyphens or underscores').optional()),
+    S3_REGION: z.string().trim().min(1).default('us-east-1'),
+    S3_ENDPOINT: optionalString.pipe(z.url().optional()),
+    S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+    S3_ACCESS_KEY_ID: optionalString,
+    S3_SECRET_ACCESS_KEY: optionalString,
+    S3_PREFIX: optionalString.pipe(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'letters, digits and . _ / - only, not starting with /').refine((prefix) => !prefix.includes('..') && !prefix.includes('//'), 'no .. or //').optional()),
+    S3_SSE: optionalString.pipe(z.enum(['AES256', 'aws:kms']).optional()),
+    S3_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3),
     RECORDING_FORMAT: z.enum(['wav', 'mp3']).default('wav'),
     RECORDING_MAX_BYTES: z.coerce.number().int().min(1024).default(200 * 1024 * 1024),
     RECORDING_DOWNLOAD_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
@@ -124,6 +135,14 @@ const EnvSchema = z
       if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
     }
     if (env.SMTP_URL) ctx.addIssue({ code: 'custom', path: ['SMTP_URL'], message: 'alert email now uses the SMTP_HOST/SMTP_PORT/SMTP_SECURE/SMTP_USER/SMTP_PASS settings of the email channel; remove SMTP_URL' });
+    if (env.MEDIA_STORE === 's3' && !env.S3_BUCKET) ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'MEDIA_STORE=s3 needs S3_BUCKET' });
+    if (env.MEDIA_STORE === 'local' && env.S3_BUCKET) {
+      // Recordings are patient data: a bucket that is configured but unused would put them on local disk unnoticed.
+      ctx.addIssue({ code: 'custom', path: ['MEDIA_STORE'], message: 'S3_BUCKET is set but MEDIA_STORE is local: set MEDIA_STORE=s3, or unset S3_BUCKET' });
+    }
+    if (Boolean(env.S3_ACCESS_KEY_ID) !== Boolean(env.S3_SECRET_ACCESS_KEY)) {
+      ctx.addIssue({ code: 'custom', path: [env.S3_ACCESS_KEY_ID ? 'S3_SECRET_ACCESS_KEY' : 'S3_ACCESS_KEY_ID'], message: 'set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither (the AWS SDK default credential chain)' });
+    }
     if (env.SMTP_HOST && !env.SMTP_FROM) ctx.addIssue({ code: 'custom', path: ['SMTP_FROM'], message: 'set SMTP_FROM (our From address) with SMTP_HOST' });
   });
 
@@ -205,10 +224,31 @@ export interface SmtpSendConfig {
   defaultSubject: string;
 }
 
+/** An S3-compatible bucket for recordings (AWS S3, MinIO, Ceph RGW, Cloudflare R2, the loopback fake). */
+export interface S3StoreConfig {
+  bucket: string;
+  region: string;
+  /** Unset: AWS's endpoint for the region. */
+  endpoint?: string;
+  /** `/bucket/key` URLs instead of `bucket.host/key`: MinIO, Ceph and loopback endpoints need it. */
+  forcePathStyle: boolean;
+  /** Unset: the AWS SDK's default credential chain (AWS_* variables, shared config/SSO, web identity, ECS/EC2 roles). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Put before every key: '' or ending in '/'. */
+  prefix: string;
+  /** x-amz-server-side-encryption for every object written; unset leaves it to the bucket's default encryption. */
+  sse?: 'AES256' | 'aws:kms';
+  /** Attempts per S3 request, the first included (the SDK's standard retry mode). */
+  maxAttempts: number;
+}
+
+export type MediaStoreConfig = { kind: 'local'; dir: string } | ({ kind: 's3' } & S3StoreConfig);
+
 export interface CallsConfig {
   /** Caller ID for click-to-call: TWILIO_VOICE_NUMBER, else TWILIO_FROM_NUMBER. */
   voiceNumber?: string;
-  mediaDir: string;
+  /** MEDIA_STORE: local disk under MEDIA_DIR, or an S3-compatible bucket. Every process (web and worker) must use the same one. */
+  media: MediaStoreConfig;
   recordingFormat: 'wav' | 'mp3';
   recordingMaxBytes: number;
   downloadMaxAttempts: number;
@@ -309,7 +349,20 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       : undefined,
     calls: {
       voiceNumber: e.TWILIO_VOICE_NUMBER ?? e.TWILIO_FROM_NUMBER,
-      mediaDir: resolve(e.MEDIA_DIR ?? `${e.DATA_DIR}/media`),
+      media:
+        e.MEDIA_STORE === 's3'
+          ? {
+              kind: 's3',
+              bucket: e.S3_BUCKET!,
+              region: e.S3_REGION,
+              endpoint: e.S3_ENDPOINT,
+              forcePathStyle: e.S3_FORCE_PATH_STYLE === 'true',
+              ...(e.S3_ACCESS_KEY_ID ? { credentials: { accessKeyId: e.S3_ACCESS_KEY_ID, secretAccessKey: e.S3_SECRET_ACCESS_KEY! } } : {}),
+              prefix: e.S3_PREFIX ? e.S3_PREFIX.replace(/\/*$/, '/') : '',
+              sse: e.S3_SSE,
+              maxAttempts: e.S3_MAX_ATTEMPTS,
+            }
+          : { kind: 'local', dir: resolve(e.MEDIA_DIR ?? `${e.DATA_DIR}/media`) },
       recordingFormat: e.RECORDING_FORMAT,
       recordingMaxBytes: e.RECORDING_MAX_BYTES,
       downloadMaxAttempts: e.RECORDING_DOWNLOAD_ATTEMPTS,

@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   const metrics = createOpsMetrics();
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
-  const mediaStorage = createMediaStorage(config.calls);
+  const mediaStorage = await createMediaStorage(config.calls.media);
 
   let webUrl: string | undefined;
   if (config.roles.includes('web')) {
@@ -101,6 +101,8 @@ async function main(): Promise<void> {
   if (webUrl) lines.push(`  Web app:        ${config.publicBaseUrl}/  (sign in with a login below)`);
   if (smtpListen) lines.push(`  Inbound email:  SMTP on ${smtpListen.host}:${smtpListen.port}`);
   if (webUrl && !webchatSecret) lines.push('  Web chat:       off (set WEBCHAT_LINK_SECRET)');
+  const media = config.calls.media;
+  if (twilio) lines.push(`  Recordings:     ${media.kind === 's3' ? `s3://${media.bucket}/${media.prefix}${media.endpoint ? ` at ${media.endpoint}` : ''}` : media.dir}`);
   if (ops.metricsUrl) lines.push(`  Metrics:        ${ops.metricsUrl}  (no token: keep this listener private)`);
   if (demo && webUrl) {
     const { seeded, info } = await seedDemo({ db, logger, dataDir: config.dataDir, publicBaseUrl: config.publicBaseUrl, fakeTwilio: demo.fakeTwilio, ...(demoMeta ? { fakeMeta: demoMeta.fakeMeta } : {}), smtpListen });

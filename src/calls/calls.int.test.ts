@@ -43,7 +43,7 @@ describe.each(backends())('phone calls, recordings and transcripts on $name', { 
 
   beforeEach(async () => {
     mediaDir = await mkdtemp(join(tmpdir(), 'calls-media-'));
-    h = await startHarness(backend, { calls: { mediaDir } });
+    h = await startHarness(backend, { calls: { media: { kind: 'local', dir: mediaDir } } });
     h.fake.voice.setRecordingAudio(clip.path);
     workers = [];
     coordinator = await h.createCoordinator({ name: 'Ada' });
@@ -59,9 +59,9 @@ describe.each(backends())('phone calls, recordings and transcripts on $name', { 
     const worker = await startCallsWorker({
       db: h.database.db,
       logger: pino({ level: 'silent' }),
-      config: { ...DEFAULT_CALLS_CONFIG, mediaDir },
+      config: { ...DEFAULT_CALLS_CONFIG, media: { kind: 'local', dir: mediaDir } },
       twilio: { ...TEST_TWILIO, apiBase: h.fake.url },
-      storage: createMediaStorage({ mediaDir }),
+      storage: await createMediaStorage({ kind: 'local', dir: mediaDir }),
       transcriber,
       overrides: { pollMs: 100, backoff: { baseMs: 20, capMs: 100 }, ...overrides },
     });

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { CallsConfig, TwilioConfig } from '../config.ts';
+import type { CallsConfig, MediaStoreConfig, TwilioConfig } from '../config.ts';
 import type { Db } from '../db/db.ts';
 import type { Transcriber } from '../transcription/transcriber.ts';
 import { startMediaJobWorker, type MediaJobWorker, type MediaJobWorkerOptions } from './media-jobs.ts';
@@ -9,7 +9,7 @@ import { DEFAULT_RECORDING_NOTICE, DEFAULT_VOICEMAIL_GREETING, type CallSettings
 export const TWILIO_API_ORIGIN = 'https://api.twilio.com';
 
 /** Defaults for everything but credentials and storage; what `parseConfig` yields for an empty environment. */
-export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'mediaDir'> = {
+export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'media'> = {
   recordingFormat: 'wav',
   recordingMaxBytes: 200 * 1024 * 1024,
   downloadMaxAttempts: 8,
@@ -20,8 +20,17 @@ export const DEFAULT_CALLS_CONFIG: Omit<CallsConfig, 'mediaDir'> = {
   voicemailMaxSec: 180,
 };
 
-export function createMediaStorage(config: Pick<CallsConfig, 'mediaDir'>): MediaStorage {
-  return createLocalMediaStorage(config.mediaDir);
+/** The one store both roles use, as MEDIA_STORE names it: built once per process in main.ts. */
+export async function createMediaStorage(config: MediaStoreConfig): Promise<MediaStorage> {
+  switch (config.kind) {
+    case 'local':
+      return createLocalMediaStorage(config.dir);
+    case 's3': {
+      // The AWS SDK takes about half a second and 25 MB to load: only a process that stores in S3 loads it.
+      const { createS3MediaStorage } = await import('./media-storage-s3.ts');
+      return createS3MediaStorage(config);
+    }
+  }
 }
 
 /** The web role's view of calls. */

@@ -12,19 +12,40 @@ export class MediaTooLargeError extends Error {
   }
 }
 
+/** The store itself failed (S3 refused or could not be reached); `code` is the store's error code when it gave one. */
+export class MediaStorageError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'MediaStorageError';
+  }
+}
+
+/** Keys are relative, '/'-separated, of a small alphabet, with no '..': the same rule for every store. */
+export function assertMediaKey(key: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(key) || key.includes('..')) throw new Error(`invalid media key ${JSON.stringify(key)}`);
+}
+
 /**
  * Where recordings live. Keys are ours (never a provider's or a user's string), relative, '/'-separated.
- * Implementations: local disk (default); an S3-compatible store would implement the same four methods.
+ * Implementations: local disk (default, below) and S3-compatible object storage (media-storage-s3.ts).
  */
 export interface MediaStorage {
   readonly kind: string;
-  /** Writes the whole body or nothing: a failed or oversized write leaves no object behind. */
+  /**
+   * Writes the whole body or nothing: a failed or oversized write leaves no object behind, and no reader ever sees
+   * part of one. (On S3 a put reported as failed may have stored the whole object if only its answer was lost;
+   * writing the same key again is how callers retry.)
+   */
   put(key: string, body: AsyncIterable<Uint8Array>, options: { maxBytes: number }): Promise<{ sizeBytes: number }>;
   /** Size in bytes, or undefined when there is no such object. */
   size(key: string): Promise<number | undefined>;
   /** Bytes [start, end] inclusive, or the whole object. */
   read(key: string, range?: { start: number; end: number }): Readable;
-  /** A local file path for tools that need one (ffmpeg); valid only inside `fn`. */
+  /** A local file path for tools that need one (ffmpeg); valid only inside `fn`. Throws, without calling `fn`, when there is no such object. */
   withLocalFile<T>(key: string, fn: (path: string) => Promise<T>): Promise<T>;
 }
 
@@ -36,7 +57,7 @@ export interface MediaStorage {
 export function createLocalMediaStorage(rootDir: string): MediaStorage {
   const root = resolve(rootDir);
   const pathOf = (key: string): string => {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(key) || key.includes('..')) throw new Error(`invalid media key ${JSON.stringify(key)}`);
+    assertMediaKey(key);
     const path = resolve(root, key);
     if (!path.startsWith(root + sep)) throw new Error(`media key escapes the media directory: ${key}`);
     return path;
@@ -78,7 +99,9 @@ export function createLocalMediaStorage(rootDir: string): MediaStorage {
       return createReadStream(pathOf(key), range ? { start: range.start, end: range.end } : {});
     },
     async withLocalFile(key, fn) {
-      return fn(pathOf(key));
+      const path = pathOf(key);
+      await stat(path);
+      return fn(path);
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { MediaStorage } from './media-storage.ts';
-import { MediaTooLargeError } from './media-storage.ts';
+import { MediaStorageError, MediaTooLargeError } from './media-storage.ts';
 
 /** A download that failed; `permanent` ones (not audio, too large, a URL we will not send credentials to) are not retried. */
 export class DownloadError extends Error {
@@ -77,6 +77,7 @@ export async function downloadRecording(
     return { storageKey, contentType, sizeBytes };
   } catch (error) {
     if (error instanceof MediaTooLargeError) throw new DownloadError(error.message, true, { cause: error });
+    if (error instanceof MediaStorageError) throw new DownloadError(`storing the recording failed: ${error.message}`, false, { cause: error });
     throw new DownloadError(`download broke off: ${describe(error)}`, false, { cause: error });
   }
 }

@@ -60,7 +60,7 @@ describe('video visit between two browsers (pglite)', () => {
 
   beforeEach(async () => {
     mediaDir = await mkdtemp(join(tmpdir(), 'visit-media-'));
-    h = await startHarness(pgliteBackend, { calls: { mediaDir } });
+    h = await startHarness(pgliteBackend, { calls: { media: { kind: 'local', dir: mediaDir } } });
     browsers = [];
   });
   afterEach(async () => {
@@ -79,9 +79,9 @@ describe('video visit between two browsers (pglite)', () => {
     worker = await startCallsWorker({
       db: h.database.db,
       logger: pino({ level: 'silent' }),
-      config: { ...DEFAULT_CALLS_CONFIG, mediaDir },
+      config: { ...DEFAULT_CALLS_CONFIG, media: { kind: 'local', dir: mediaDir } },
       twilio: { ...TEST_TWILIO, apiBase: h.fake.url },
-      storage: createMediaStorage({ mediaDir }),
+      storage: await createMediaStorage({ kind: 'local', dir: mediaDir }),
       transcriber,
       overrides: { pollMs: 100 },
     });

@@ -12,7 +12,7 @@ import type { TestBackend, TestDatabase } from './databases.ts';
 import { startFakeTwilio, type FakeTwilio, type FakeTwilioOptions } from './fake-twilio.ts';
 import { startFakeMeta, type FakeMeta } from './fake-meta.ts';
 import type { ReplyRules } from '../core/reply-channel.ts';
-import type { MetaConfig } from '../config.ts';
+import type { MediaStoreConfig, MetaConfig } from '../config.ts';
 import { startFakeSmtp, type FakeSmtp } from './fake-smtp.ts';
 import { startSmtpListener, type SmtpListener } from '../services/smtp-listener.ts';
 
@@ -68,7 +68,7 @@ export interface HarnessMetaOptions {
   whatsappTemplate?: { name: string; languageCode: string };
 }
 
-export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { mediaDir: string }; app?: Partial<AppDeps> } = {}): Promise<Harness> {
+export async function startHarness(backend: TestBackend, options: { fake?: Partial<FakeTwilioOptions>; meta?: HarnessMetaOptions; webchat?: boolean; email?: boolean; calls?: { media: MediaStoreConfig }; app?: Partial<AppDeps> } = {}): Promise<Harness> {
   const database = await backend.create();
   const fake = await startFakeTwilio({ accountSid: TEST_TWILIO.accountSid, authToken: TEST_TWILIO.authToken, ...options.fake });
   const port = await freePort();
@@ -88,7 +88,7 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
   const email = smtp ? { host: smtp.host, port: smtp.port, secure: false, from: TEST_EMAIL_FROM, defaultSubject: 'A message from your care team' } : undefined;
   const adapters = buildAdapters({ publicBaseUrl: baseUrl, sendTimeoutMs: 2_000, twilio: { ...TEST_TWILIO, apiBase: fake.url }, ...(meta ? { meta } : {}), ...(now ? { now } : {}), db: database.db, webchat: options.webchat, email });
   const calls = options.calls
-    ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir: options.calls.mediaDir, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: createMediaStorage(options.calls), timeoutMs: 2_000 })
+    ? buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, media: options.calls.media, downloadMaxAttempts: 3 }, twilio: { ...TEST_TWILIO, apiBase: fake.url }, storage: await createMediaStorage(options.calls.media), timeoutMs: 2_000 })
     : undefined;
   const webchat = options.webchat ? { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 3_600_000 } : undefined;
   const web = await startWeb({ db: database.db, logger, adapters, publicBaseUrl: baseUrl, tokenTtlMs: 3_600_000, host: '127.0.0.1', port, ...(replyRules ? { replyRules } : {}), webchat, calls, ...options.app });
