@@ -1,26 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { buildCallSettings, createMediaStorage, DEFAULT_CALLS_CONFIG } from '../calls/index.ts';
-import { startWeb } from '../services/web.ts';
 import { backends, type TestBackend } from '../test/databases.ts';
-import { eventually, freePort, startHarness, TEST_TWILIO, type Harness } from '../test/harness.ts';
+import { eventually, startHarness, type Harness } from '../test/harness.ts';
+import { startOtherWeb, type OtherWeb } from '../test/other-web.ts';
 
 // Two web servers on one database hold one visit's signaling between them, through plain WebSocket clients. On
 // PostgreSQL the two servers are separate OS processes (src/main.ts --role web); PGlite is one process by design,
 // so there they are two servers in this process on the one PGlite.
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SLOW_MACHINE_WAIT_MS = 45_000;
-
-interface WebServer {
-  url: string;
-  close(): Promise<void>;
-}
 
 /** A signaling client: every message it received, in order, and how it was closed. */
 class Client {
@@ -31,7 +21,7 @@ class Client {
     ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }));
   }
 
-  static async open(server: WebServer, visitId: string): Promise<Client> {
+  static async open(server: OtherWeb, visitId: string): Promise<Client> {
     const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/visits/${visitId}`);
     const client = new Client(ws);
     await new Promise<void>((resolve, reject) => {
@@ -69,73 +59,17 @@ class Client {
   }
 }
 
-function spawnWeb(h: Harness, port: number, dataDir: string): { child: ChildProcess; server: WebServer } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--role', 'web'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: {
-      PATH: process.env.PATH,
-      PORT: String(port),
-      PUBLIC_BASE_URL: h.baseUrl,
-      DATABASE_URL: h.database.url,
-      DATABASE_POOL_SIZE: '4',
-      DATA_DIR: dataDir,
-      MEDIA_DIR: join(dataDir, 'media'),
-      TWILIO_ACCOUNT_SID: TEST_TWILIO.accountSid,
-      TWILIO_AUTH_TOKEN: TEST_TWILIO.authToken,
-      TWILIO_FROM_NUMBER: TEST_TWILIO.fromNumber,
-      TWILIO_API_BASE: h.fake.url,
-      SMTP_LISTEN_PORT: 'off',
-      LOG_LEVEL: 'fatal',
-    },
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const server: WebServer = {
-    url: `http://127.0.0.1:${port}`,
-    async close() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-  return { child, server };
-}
-
 /** Servers A and B on the harness's database: two more processes on PostgreSQL; on PGlite the harness's own server and a second one. */
-async function startTwoWebs(backend: TestBackend, h: Harness, dir: string): Promise<[WebServer, WebServer]> {
-  if (backend.name === 'postgres') {
-    const started = [spawnWeb(h, await freePort(), join(dir, 'a')), spawnWeb(h, await freePort(), join(dir, 'b'))];
-    for (const { server, child } of started) {
-      await eventually(
-        async () => {
-          if (child.exitCode !== null) throw new Error(`web process exited with ${child.exitCode}`);
-          return (await fetch(`${server.url}/api/health`)).ok;
-        },
-        { what: 'a web process up', timeoutMs: SLOW_MACHINE_WAIT_MS },
-      );
-    }
-    return [started[0]!.server, started[1]!.server];
-  }
-  const mediaDir = join(dir, 'media');
-  const port = await freePort();
-  const second = await startWeb({
-    db: h.database.db,
-    logger: pino({ level: 'silent' }),
-    adapters: h.adapters,
-    publicBaseUrl: h.baseUrl,
-    tokenTtlMs: 3_600_000,
-    host: '127.0.0.1',
-    port,
-    calls: buildCallSettings({ config: { ...DEFAULT_CALLS_CONFIG, mediaDir }, twilio: { ...TEST_TWILIO, apiBase: h.fake.url }, storage: createMediaStorage({ mediaDir }), timeoutMs: 2_000 }),
-  });
-  return [{ url: h.baseUrl, close: async () => {} }, { url: `http://127.0.0.1:${port}`, close: () => second.stop() }];
+async function startTwoWebs(backend: TestBackend, h: Harness, dir: string): Promise<[OtherWeb, OtherWeb]> {
+  if (backend.name === 'postgres') return [await startOtherWeb(backend, h, join(dir, 'a')), await startOtherWeb(backend, h, join(dir, 'b'))];
+  return [{ url: h.baseUrl, close: async () => {} }, await startOtherWeb(backend, h, join(dir, 'b'))];
 }
 
 describe.each(backends())('visit signaling across two web servers on one database ($name)', (backend) => {
   let h: Harness;
   let dir: string;
-  let a: WebServer;
-  let b: WebServer;
+  let a: OtherWeb;
+  let b: OtherWeb;
   const clients: Client[] = [];
 
   beforeEach(async () => {
@@ -152,7 +86,7 @@ describe.each(backends())('visit signaling across two web servers on one databas
     await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
-  const connect = async (server: WebServer, visitId: string) => {
+  const connect = async (server: OtherWeb, visitId: string) => {
     const client = await Client.open(server, visitId);
     clients.push(client);
     return client;
@@ -287,7 +221,7 @@ describe.each(backends())('visit signaling across two web servers on one databas
       audit: (await h.database.db.query(`SELECT count(*)::int AS n FROM audit_log`)).rows,
     };
 
-    const attempts: Array<{ server: WebServer; first: unknown; error: string }> = [
+    const attempts: Array<{ server: OtherWeb; first: unknown; error: string }> = [
       { server: b, first: { type: 'hello', role: 'patient', token: 'x'.repeat(43) }, error: 'the link is invalid or has expired' },
       { server: b, first: { type: 'hello', role: 'coordinator', token: 'not-a-token' }, error: 'not allowed' },
       { server: a, first: { type: 'hello', role: 'coordinator', token: joinToken }, error: 'not allowed' },
@@ -311,10 +245,21 @@ describe.each(backends())('visit signaling across two web servers on one databas
     expect((await h.database.db.query(`SELECT 1 FROM visit_signals`)).rowCount).toBe(0);
     expect(coordinator.types()).toEqual(['welcome']);
 
+    // A socket that floods is closed rather than queueing database writes without bound.
+    const flooder = await connect(b, visitId);
+    await flooder.join({ role: 'patient', token: joinToken });
+    for (let i = 0; i < 2_000; i++) flooder.send({ type: 'signal', data: { candidate: { n: i } } });
+    expect(await flooder.closedWith()).toEqual({ code: 1008, reason: 'too many messages' });
+    await eventually(async () => (await connectionsOf(visitId)).length === 1, { what: 'the flooder gone', timeoutMs: SLOW_MACHINE_WAIT_MS });
+
     // The real patient still gets through afterwards.
     const patient = await connect(b, visitId);
     await patient.join({ role: 'patient', token: joinToken });
     patient.send({ type: 'consent' });
     expect(await coordinator.received('consent')).toEqual({ type: 'consent', side: 'patient' });
+
+    // Server B stops (SIGTERM on PostgreSQL): its sockets leave signaling, so A's coordinator is alone again.
+    await b.close();
+    expect((await connectionsOf(visitId)).map((row) => row.side)).toEqual(['coordinator']);
   });
 });

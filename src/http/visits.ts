@@ -26,6 +26,7 @@ const ClientMessage = z.discriminatedUnion('type', [
 ]);
 const WEBM_TYPES = new Set(['video/webm', 'audio/webm']);
 const EBML_MAGIC = Buffer.from([0x1a, 0x45, 0xdf, 0xa3]);
+const MAX_QUEUED_SIGNALS = 500;
 
 /**
  * Video visits: a coordinator starts one from the thread; the patient gets an expiring join link on their
@@ -208,9 +209,9 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
           connection = joining;
           try {
             await joining.joined;
-          } finally {
             // Welcome goes out first; whatever the join addressed to this connection follows it.
-            if (!closing) socket.send(JSON.stringify({ type: 'welcome', recorded: true }));
+            socket.send(JSON.stringify({ type: 'welcome', recorded: true }));
+          } finally {
             openGate();
           }
           return;
@@ -226,14 +227,19 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       }
 
       // One message at a time, in arrival order: what this side sends commits, and so reaches the peer, in order.
+      // Each is a database write, so a socket may not queue without bound (a page sends a few dozen at most).
       let incoming = Promise.resolve();
+      let queued = 0;
       socket.on('message', (raw: Buffer) => {
+        if (closing) return;
+        if (++queued > MAX_QUEUED_SIGNALS) return fail('too many messages');
         incoming = incoming
           .then(() => handle(raw))
           .catch((error: unknown) => {
             request.log.error({ err: error, visitId }, 'visit signaling failed');
             if (!closing) fail('internal error');
-          });
+          })
+          .finally(() => queued--);
       });
       socket.on('close', () => {
         closing = true;
