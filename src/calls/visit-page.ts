@@ -117,6 +117,7 @@ async function join() {
       send({ type: 'signal', data: { description: pc.localDescription } });
     } else if (message.type === 'signal') await onSignal(message.data);
     else if (message.type === 'bye') { statusLine('The other side left.'); }
+    else if (message.type === 'replaced') { statusLine('This visit was opened again elsewhere; this page is no longer connected.'); }
   };
 }
 document.getElementById('consent').addEventListener('click', () => join().catch((error) => { state.error = String(error); statusLine('Error: ' + error); }));

@@ -6,8 +6,9 @@ import { chromium, type Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CARE_KEY_WORDS } from '../test/audio/care-sentences.ts';
 import { assertTranscriptionToolsInstalled, synthesizeSentences, type SpokenClip } from '../test/audio/fixtures.ts';
-import { pgliteBackend } from '../test/databases.ts';
+import { backends } from '../test/databases.ts';
 import { eventually, startHarness, TEST_TWILIO, type Harness } from '../test/harness.ts';
+import { startOtherWeb, type OtherWeb } from '../test/other-web.ts';
 import { createPocketSphinxTranscriber } from '../transcription/pocketsphinx.ts';
 import { runProcess } from '../transcription/run-process.ts';
 import { normaliseWords } from '../transcription/wer.ts';
@@ -15,9 +16,10 @@ import { createMediaStorage, DEFAULT_CALLS_CONFIG, startCallsWorker } from './in
 import type { MediaJobWorker } from './media-jobs.ts';
 
 // Two real Chromium processes (Debian's chromium, driven by playwright-core) hold a visit over loopback. Each
-// browser's microphone is a file: the patient speaks a flite sentence, the coordinator is silent. Run on PGlite
-// only: the storage side of visits is the same SQL the call suites run on both backends, and two browsers per
-// backend would double the slowest test in the repository.
+// browser's microphone is a file: the patient speaks a flite sentence, the coordinator is silent. The two pages
+// are on different web servers on one database, so their signaling crosses between servers: on PostgreSQL the
+// patient's server is another OS process (src/main.ts --role web); on PGlite, which is one process by design, a
+// second server in this process on the same PGlite.
 const SENTENCE = 'Can I reschedule my appointment to Thursday afternoon';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const transcriber = createPocketSphinxTranscriber();
@@ -52,23 +54,30 @@ const launch = (audioFile: string): Promise<Browser> =>
     ],
   });
 
-describe('video visit between two browsers (pglite)', () => {
+describe.each(backends())('video visit between two browsers on two web servers ($name)', (backend) => {
   let h: Harness;
+  /** The patient's web server; the coordinator's is the harness's. */
+  let other: OtherWeb;
   let mediaDir: string;
+  let otherDir: string;
   let worker: MediaJobWorker | undefined;
   let browsers: Browser[];
 
   beforeEach(async () => {
     mediaDir = await mkdtemp(join(tmpdir(), 'visit-media-'));
-    h = await startHarness(pgliteBackend, { calls: { media: { kind: 'local', dir: mediaDir } } });
+    otherDir = await mkdtemp(join(tmpdir(), 'visit-other-web-'));
+    h = await startHarness(backend, { calls: { media: { kind: 'local', dir: mediaDir } } });
+    other = await startOtherWeb(backend, h, otherDir);
     browsers = [];
   });
   afterEach(async () => {
     for (const browser of browsers) await browser.close().catch(() => {});
     await worker?.stop();
     worker = undefined;
+    await other?.close();
     await h.close();
     await rm(mediaDir, { recursive: true, force: true });
+    await rm(otherDir, { recursive: true, force: true });
   });
 
   it('invites by SMS, needs both consents, uploads across a forced disconnect, and transcribes what the patient said', { timeout: 240_000 }, async () => {
@@ -91,7 +100,9 @@ describe('video visit between two browsers (pglite)', () => {
     const { visitId } = started.json;
     const invite = await eventually(() => h.fake.received.find((message) => message.body.includes(`/visit/${visitId}#t=`)), { what: 'the join link by SMS' });
     expect(invite.to).toBe('+15551234567');
-    const joinUrl = /https?:\/\/\S+/.exec(invite.body)![0];
+    // The link names the public base URL; behind a load balancer the patient may land on any web process.
+    const joinUrl = /https?:\/\/\S+/.exec(invite.body)![0].replace(h.baseUrl, other.url);
+    expect(joinUrl.startsWith(other.url)).toBe(true);
 
     // Nothing is recorded before consent.
     const early = await fetch(`${h.baseUrl}/api/visits/${visitId}/recording/chunks/0`, {
@@ -120,6 +131,7 @@ describe('video visit between two browsers (pglite)', () => {
     });
 
     await patientPage.goto(joinUrl);
+    expect(patientPage.url().startsWith(other.url)).toBe(true);
     await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host#token=${coordinator.token}`);
     expect(await patientPage.textContent('#notice')).toContain('This visit is recorded');
     expect(await coordinatorPage.textContent('#notice')).toContain('This visit is recorded');
@@ -173,7 +185,7 @@ describe('video visit between two browsers (pglite)', () => {
     browsers.push(patientBrowser, coordinatorBrowser);
     const patientPage = await patientBrowser.newPage();
     const coordinatorPage = await coordinatorBrowser.newPage();
-    await patientPage.goto(`${h.baseUrl}/visit/${visitId}#t=${token}`);
+    await patientPage.goto(`${other.url}/visit/${visitId}#t=${token}`);
     await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host#token=${coordinator.token}`);
     await patientPage.click('#consent');
     await coordinatorPage.click('#consent');
@@ -198,7 +210,7 @@ describe('video visit between two browsers (pglite)', () => {
     const browser = await launch(silence);
     browsers.push(browser);
     const page = await browser.newPage();
-    await page.goto(`${h.baseUrl}/visit/${started.json.visitId}#t=${'x'.repeat(43)}`);
+    await page.goto(`${other.url}/visit/${started.json.visitId}#t=${'x'.repeat(43)}`);
     await page.click('#consent');
     await eventually(async () => (await page.evaluate(() => (window as any).visitState.error)) === 'the link is invalid or has expired', { what: 'refusal' });
     const visit = await h.database.db.query<{ patient_consent_at: Date | null }>(`SELECT patient_consent_at FROM visits`);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from '@fastify/websocket';
@@ -8,7 +9,8 @@ import { appendAudit } from '../db/audit.ts';
 import { findCoordinatorByToken, type Coordinator } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
 import { canAccessPatient } from '../db/patients.ts';
-import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, recordConsent, setInviteMessage, type VisitRow } from '../db/visits.ts';
+import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, recordVisitConsent, relayVisitSignal, takeVisitSignal, VISIT_SIGNALS_CHANNEL, type VisitSide } from '../db/visit-signals.ts';
+import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
 import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
 
@@ -24,11 +26,12 @@ const ClientMessage = z.discriminatedUnion('type', [
 ]);
 const WEBM_TYPES = new Set(['video/webm', 'audio/webm']);
 const EBML_MAGIC = Buffer.from([0x1a, 0x45, 0xdf, 0xa3]);
+const MAX_QUEUED_SIGNALS = 500;
 
 /**
  * Video visits: a coordinator starts one from the thread; the patient gets an expiring join link on their
- * last-used medium, like any reply; the two browsers talk WebRTC, with this server relaying signaling over a
- * WebSocket (rooms live in this process: run one web process for visits, or add a shared bus). Recording needs
+ * last-used medium, like any reply; the two browsers talk WebRTC, with the web processes relaying signaling over
+ * a WebSocket and through PostgreSQL, so the two sides may be on different processes. Recording needs
  * both sides' consent, logged on the visit and in the audit log; chunks upload resumably and are assembled,
  * then transcribed by the worker like a call recording.
  */
@@ -37,7 +40,43 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
   if (!settings) return;
   const { db } = deps;
   const visitSettings = settings.visits;
-  const rooms = new Map<string, { coordinator?: WebSocket; patient?: WebSocket }>();
+
+  // Signaling state is in the database (src/db/visit-signals.ts), so the coordinator and the patient may be on
+  // different web processes; this process keeps only its own sockets. One LISTEN per process: a notice names a
+  // connection, and only the process holding it reads the signal row and sends it.
+  const connections = new Map<string, LocalConnection>();
+  const unlisten = await db.listen(VISIT_SIGNALS_CHANNEL, (payload) => {
+    const notice = parseVisitSignalNotice(payload);
+    const local = notice ? connections.get(notice.connectionId) : undefined;
+    if (!notice || !local) return;
+    local.deliveries = local.deliveries
+      .then(async () => {
+        if ('replaced' in notice) {
+          connections.delete(local.id);
+          local.socket.send(JSON.stringify({ type: 'replaced' }));
+          local.socket.close(1000, 'replaced by a new connection');
+          return;
+        }
+        const body = await takeVisitSignal(db, notice.signalId, local.id);
+        if (body !== null && local.socket.readyState === local.socket.OPEN) local.socket.send(body);
+      })
+      .catch((error: unknown) => app.log.warn({ err: error, visitId: local.visitId }, 'visit signal delivery failed'));
+  });
+  const leave = (local: LocalConnection): Promise<void> =>
+    (local.left ??= (async () => {
+      await local.joined.catch(() => {});
+      connections.delete(local.id);
+      await leaveVisitSignaling(db, { visitId: local.visitId, side: local.side, connectionId: local.id });
+    })()
+      .catch((error: unknown) => app.log.warn({ err: error, visitId: local.visitId }, 'leaving visit signaling failed'))
+      .finally(() => held.delete(local)));
+  // Every connection that joined and has not yet left, replaced ones included (their leave drops their signals).
+  const held = new Set<LocalConnection>();
+  app.addHook('onClose', async () => {
+    // The server's sockets are gone: say so, or the peer's process would keep addressing them.
+    await Promise.all([...held].map(leave));
+    await unlisten().catch(() => {});
+  });
 
   const callerOf = (request: FastifyRequest): Coordinator => {
     if (!request.caller) throw new UnauthorizedError();
@@ -125,74 +164,100 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       return reply.status(result.duplicate ? 200 : 201).send({ recordingId: result.recordingId, sizeBytes });
     });
 
-    /** Signaling: the first message authenticates (coordinator bearer token or patient join token); then consent and SDP/ICE relay. */
+    /**
+     * Signaling: the first message authenticates (coordinator bearer token or patient join token); then consent and
+     * SDP/ICE relay. The peer may be on another web process: everything goes through the database (see above).
+     */
     scope.get('/ws/visits/:id', { websocket: true }, (socket: WebSocket, request) => {
       const visitId = (request.params as { id: string }).id;
-      let side: 'coordinator' | 'patient' | undefined;
+      let connection: LocalConnection | undefined;
       let actorId: string | null = null;
+      let closing = false;
       const fail = (message: string) => {
+        closing = true;
         socket.send(JSON.stringify({ type: 'error', message }));
         socket.close(1008, message);
       };
-      const peerOf = () => (side === 'coordinator' ? rooms.get(visitId)?.patient : rooms.get(visitId)?.coordinator);
 
-      async function maybeReady(): Promise<void> {
-        const room = rooms.get(visitId);
-        const visit = await findVisit(db, visitId);
-        if (room?.coordinator && room.patient && visit?.coordinatorConsentAt && visit.patientConsentAt) {
-          for (const peer of [room.coordinator, room.patient]) peer.send(JSON.stringify({ type: 'ready' }));
+      async function handle(raw: Buffer): Promise<void> {
+        if (closing) return;
+        let message: unknown;
+        try {
+          message = JSON.parse(raw.toString());
+        } catch {
+          return fail('messages must be JSON');
+        }
+        if (!connection) {
+          const hello = Hello.safeParse(message);
+          if (!hello.success) return fail('the first message must be hello');
+          if (hello.data.role === 'coordinator') {
+            const caller = await findCoordinatorByToken(db, hello.data.token);
+            const visit = caller ? await findVisit(db, visitId) : null;
+            if (!caller || !visit || !(await canAccessPatient(db, caller, visit.patientId))) return fail('not allowed');
+            actorId = caller.id;
+          } else if (!(await findVisitByToken(db, visitId, hello.data.token))) {
+            return fail('the link is invalid or has expired');
+          }
+          if (closing) return;
+          let openGate!: () => void;
+          const gate = new Promise<void>((resolve) => (openGate = resolve));
+          const joining: LocalConnection = { id: randomUUID(), visitId, side: hello.data.role, socket, deliveries: gate, joined: Promise.resolve() };
+          // Held locally before the join commits: the join itself may address it (ready, or a replaced notice).
+          connections.set(joining.id, joining);
+          held.add(joining);
+          joining.joined = joinVisitSignaling(db, { visitId, side: joining.side, connectionId: joining.id }).then(() => {});
+          connection = joining;
+          try {
+            await joining.joined;
+            // Welcome goes out first; whatever the join addressed to this connection follows it.
+            socket.send(JSON.stringify({ type: 'welcome', recorded: true }));
+          } finally {
+            openGate();
+          }
+          return;
+        }
+        const parsed = ClientMessage.safeParse(message);
+        if (!parsed.success) return fail('unknown message');
+        const { id: connectionId, side } = connection;
+        if (parsed.data.type === 'consent') {
+          await recordVisitConsent(db, { visitId, side, connectionId, actorId, ip: request.ip });
+        } else {
+          await relayVisitSignal(db, { visitId, fromSide: side, fromConnection: connectionId, body: JSON.stringify(parsed.data) });
         }
       }
 
+      // One message at a time, in arrival order: what this side sends commits, and so reaches the peer, in order.
+      // Each is a database write, so a socket may not queue without bound (a page sends a few dozen at most).
+      let incoming = Promise.resolve();
+      let queued = 0;
       socket.on('message', (raw: Buffer) => {
-        void (async () => {
-          let message: unknown;
-          try {
-            message = JSON.parse(raw.toString());
-          } catch {
-            return fail('messages must be JSON');
-          }
-          if (!side) {
-            const hello = Hello.safeParse(message);
-            if (!hello.success) return fail('the first message must be hello');
-            if (hello.data.role === 'coordinator') {
-              const caller = await findCoordinatorByToken(db, hello.data.token);
-              const visit = caller ? await findVisit(db, visitId) : null;
-              if (!caller || !visit || !(await canAccessPatient(db, caller, visit.patientId))) return fail('not allowed');
-              actorId = caller.id;
-            } else if (!(await findVisitByToken(db, visitId, hello.data.token))) {
-              return fail('the link is invalid or has expired');
-            }
-            side = hello.data.role;
-            const room = rooms.get(visitId) ?? {};
-            room[side]?.close(1000, 'replaced by a new connection');
-            room[side] = socket;
-            rooms.set(visitId, room);
-            socket.send(JSON.stringify({ type: 'welcome', recorded: true }));
-            return;
-          }
-          const parsed = ClientMessage.safeParse(message);
-          if (!parsed.success) return fail('unknown message');
-          if (parsed.data.type === 'consent') {
-            const visit = await recordConsent(db, visitId, side);
-            if (visit) await appendAudit(db, { actorId, action: 'visit.consent', patientId: visit.patientId, detail: { visitId, side }, ip: request.ip });
-            peerOf()?.send(JSON.stringify({ type: 'consent', side }));
-            await maybeReady();
-          } else {
-            peerOf()?.send(JSON.stringify(parsed.data));
-          }
-        })().catch((error: unknown) => {
-          request.log.error({ err: error, visitId }, 'visit signaling failed');
-          fail('internal error');
-        });
+        if (closing) return;
+        if (++queued > MAX_QUEUED_SIGNALS) return fail('too many messages');
+        incoming = incoming
+          .then(() => handle(raw))
+          .catch((error: unknown) => {
+            request.log.error({ err: error, visitId }, 'visit signaling failed');
+            if (!closing) fail('internal error');
+          })
+          .finally(() => queued--);
       });
       socket.on('close', () => {
-        const room = rooms.get(visitId);
-        if (room && side && room[side] === socket) delete room[side];
-        if (room && !room.coordinator && !room.patient) rooms.delete(visitId);
+        closing = true;
+        if (connection) void leave(connection);
       });
     });
   });
+}
+
+interface LocalConnection {
+  id: string;
+  visitId: string;
+  side: VisitSide;
+  socket: WebSocket;
+  /** Deliveries to this socket, one after another in NOTIFY (commit) order; starts after `welcome`. */
+  deliveries: Promise<void>;
+  joined: Promise<void>;
+  left?: Promise<void>;
 }
 
 const chunkKey = (visitId: string, index: number) => `visits/${visitId}/chunks/${String(index).padStart(6, '0')}.webm`;
