@@ -22,6 +22,7 @@ import {
   assertTranscriptionToolsInstalled,
   librivoxClips,
   synthesizeSentences,
+  transcode,
   type SpokenClip,
 } from '../src/test/audio/fixtures.ts';
 
@@ -74,6 +75,8 @@ export async function runTranscriptionBench(): Promise<void> {
       { name: 'care sentences, flite rms voice', clips: await synthesizeSentences(workDir, CARE_TEST_SENTENCES, 'rms') },
       { name: 'LibriVox read speech (pocketsphinx-testdata)', clips: await librivoxClips() },
     ];
+    // Phone audio: flite's default kal voice speaks at 8 kHz, as Twilio records calls.
+    const phone = { name: "care sentences, flite kal voice at 8 kHz (phone band)", clips: await synthesizeSentences(workDir, CARE_TEST_SENTENCES, 'kal') };
 
     console.log('transcription bench: PocketSphinx (pocketsphinx_continuous, Debian 12), one file at a time');
     const buildStartedAt = performance.now();
@@ -95,6 +98,19 @@ export async function runTranscriptionBench(): Promise<void> {
       }
       const gain = generic.wer - boosted.wer;
       console.log(`    boost changes WER by ${gain >= 0 ? '-' : '+'}${(Math.abs(gain) * 100).toFixed(1)} points`);
+    }
+
+    // Narrowband audio through the 16 kHz model: ffmpeg's resampler (no energy above 4 kHz) against spectral folding.
+    {
+      const resampled = await runSet(phone.clips, { vocabularyBoost: true, cacheDir, narrowband: 'resample' });
+      const folded = await runSet(phone.clips, { vocabularyBoost: true, cacheDir });
+      console.log(`\n  ${phone.name}: ${phone.clips.length} clips, ${folded.audioSec.toFixed(1)} s of audio, with boost`);
+      console.log(`    resampled to 16 kHz  WER ${pct(resampled.wer).padStart(6)}`);
+      console.log(`    folded to 16 kHz     WER ${pct(folded.wer).padStart(6)}  RTF engine ${(folded.engineSec / folded.audioSec).toFixed(3)} s/s  engine peak RSS ${mb(folded.peakRssKb)}`);
+      const librivox8k = await Promise.all(sets[2]!.clips.map(async (clip, index) => ({ reference: clip.reference, path: await transcode(clip.path, join(workDir, `librivox-8k-${index}.wav`), ['-ar', '8000', '-ac', '1']) })));
+      const lvResampled = await runSet(librivox8k, { vocabularyBoost: true, cacheDir, narrowband: 'resample' });
+      const lvFolded = await runSet(librivox8k, { vocabularyBoost: true, cacheDir });
+      console.log(`  LibriVox downsampled to 8 kHz: resampled WER ${pct(lvResampled.wer)}, folded WER ${pct(lvFolded.wer)}`);
     }
 
     // Cross-check the /proc polling with the kernel's own accounting of one run.

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { claimMediaJobs, completeDownload, listMediaJobs } from '../db/calls.ts';
 import { CARE_KEY_WORDS } from '../test/audio/care-sentences.ts';
-import { assertTranscriptionToolsInstalled, makeCorruptWav, synthesizeSentences, type SpokenClip } from '../test/audio/fixtures.ts';
+import { assertTranscriptionToolsInstalled, makeCorruptWav, synthesizeSentences, transcode, type SpokenClip } from '../test/audio/fixtures.ts';
 import { backends } from '../test/databases.ts';
 import { signTwilioRequest } from '../test/fake-twilio.ts';
 import { eventually, startHarness, TEST_TWILIO, type Harness } from '../test/harness.ts';
@@ -25,8 +25,9 @@ let corrupt: string;
 beforeAll(async () => {
   assertTranscriptionToolsInstalled();
   audioDir = await mkdtemp(join(tmpdir(), 'calls-audio-'));
-  // flite's kal16 voice writes 16 kHz mono WAV: what the fake serves as the call recording.
-  [clip] = (await synthesizeSentences(audioDir, [SENTENCE])) as [SpokenClip];
+  // What Twilio records: 8 kHz, here two channels (record-from-answer-dual), spoken by flite's default 8 kHz voice.
+  const [spoken] = (await synthesizeSentences(audioDir, [SENTENCE], 'kal')) as [SpokenClip];
+  clip = { ...spoken, path: await transcode(spoken.path, join(audioDir, 'dual-8k.wav'), ['-ar', '8000', '-ac', '2', '-c:a', 'pcm_s16le']) };
   corrupt = await makeCorruptWav(join(audioDir, 'garbled.wav'));
   await transcriber.prepare();
 });

@@ -97,6 +97,24 @@ describe('PocketSphinx transcriber', { timeout: 240_000 }, () => {
     expect(run.engineMs).toBeGreaterThan(0);
   });
 
+  it('recognises 8 kHz phone audio (flite\'s default voice, as a mu-law WAV like a phone line) by folding it up to 16 kHz', async () => {
+    const phone = await synthesizeSentences(dir, CARE_TEST_SENTENCES.slice(0, 6), 'kal');
+    const lines = await Promise.all(phone.map(async (clip, i) => ({ ...clip, path: await transcode(clip.path, join(dir, `phone-${i}.wav`), ['-ar', '8000', '-ac', '1', '-c:a', 'pcm_mulaw']) })));
+    const folded: Array<{ reference: string; hypothesis: string }> = [];
+    const resampled: Array<{ reference: string; hypothesis: string }> = [];
+    const plain = createPocketSphinxTranscriber({ narrowband: 'resample' });
+    for (const clip of lines) {
+      folded.push({ reference: clip.reference, hypothesis: (await boosted.transcribe({ mediaPath: clip.path })).text });
+      resampled.push({ reference: clip.reference, hypothesis: (await plain.transcribe({ mediaPath: clip.path })).text });
+    }
+    // The first sentence's key words come through, and folding does far better than ffmpeg's resampler, which
+    // leaves the model nothing above 4 kHz (measured: about 13 % against 89 % on the whole set).
+    const words = normaliseWords(folded[0]!.hypothesis);
+    for (const key of CARE_KEY_WORDS[lines[0]!.reference]!) expect(words, folded[0]!.hypothesis).toContain(key);
+    expect(corpusWordErrorRate(folded)).toBeLessThan(0.3);
+    expect(corpusWordErrorRate(resampled)).toBeGreaterThan(corpusWordErrorRate(folded) + 0.3);
+  });
+
   it('splits a browser WebM/Opus recording at pauses into segments timed from the start of the file', async () => {
     const first = spoken[2]!; // "please call the pharmacy about my insurance"
     const second = spoken[0]!; // "i need a refill of my lisinopril prescription"

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { convertToSpeechWav, isSilentWav } from './media.ts';
+import { convertToSpeechWav, isSilentWav, type NarrowbandUpsampling } from './media.ts';
 import { runProcess } from './run-process.ts';
 import {
   emptyTranscript,
@@ -39,6 +39,8 @@ export interface PocketSphinxOptions {
    */
   timeoutMs?: number;
   binaries?: { pocketsphinx?: string; ffmpeg?: string; lmConvert?: string };
+  /** How narrowband (phone) audio is brought to 16 kHz; default 'fold' (see convertToSpeechWav). */
+  narrowband?: NarrowbandUpsampling;
   /** Called after every engine run, for metrics: what it cost and how much audio it heard. */
   onEngineRun?: (run: EngineRun) => void;
 }
@@ -108,7 +110,7 @@ export function createPocketSphinxTranscriber(options: PocketSphinxOptions = {})
     const workDir = await mkdtemp(join(tmpdir(), 'switchboard-stt-'));
     try {
       const audio = await withTimeout(
-        (stageSignal) => convertToSpeechWav(mediaPath, join(workDir, 'speech.wav'), { ffmpegPath: ffmpeg, signal: stageSignal }),
+        (stageSignal) => convertToSpeechWav(mediaPath, join(workDir, 'speech.wav'), { ffmpegPath: ffmpeg, signal: stageSignal, narrowband: options.narrowband }),
         [signal, deadline ?? AbortSignal.timeout(FFMPEG_TIMEOUT_MS)],
         'ffmpeg',
       );
