@@ -77,8 +77,15 @@ describe.skipIf(!isPostgresAvailable())('crash test: 3 worker processes, SIGKILL
 
     const remaining = async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM outbox WHERE state <> 'sent'`)).rows[0]!.n;
     let kills = 0;
-    while ((await remaining()) > 0) {
+    let left = await remaining();
+    let leftAtLastKill = Number.POSITIVE_INFINITY;
+    while (left > 0) {
       await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 700));
+      left = await remaining();
+      // Kill only after some delivery since the last kill: a worker takes seconds to boot on a slow machine, and
+      // killing faster than workers come up would test nothing but the timeout.
+      if (left === 0 || left >= leftAtLastKill) continue;
+      leftAtLastKill = left;
       const victims = [...workers];
       const victim = victims[Math.floor(Math.random() * victims.length)];
       if (!victim) continue;
