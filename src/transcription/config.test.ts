@@ -41,7 +41,10 @@ describe('createTranscriber', () => {
   it('builds the engine the configuration names, and refuses designed-but-unbuilt ones at startup', () => {
     expect(createTranscriber(parseTranscriptionConfig({}, '/d')).engine).toBe('pocketsphinx+care-lm');
     expect(createTranscriber(parseTranscriptionConfig({ TRANSCRIBER_VOCABULARY_BOOST: '0' }, '/d')).engine).toBe('pocketsphinx');
-    const http = parseTranscriptionConfig({ TRANSCRIBER: 'http', TRANSCRIBER_HTTP_URL: 'http://127.0.0.1:9/stt' }, '/d');
-    expect(() => createTranscriber(http)).toThrow(expect.objectContaining({ code: 'engine-missing' }));
+    const http = parseTranscriptionConfig({ TRANSCRIBER: 'http', TRANSCRIBER_HTTP_URL: 'http://127.0.0.1:9/v1', TRANSCRIBER_HTTP_MODEL: 'whisper-large-v3' }, '/d');
+    expect(createTranscriber(http).engine).toBe('http:whisper-large-v3');
+    expect(createTranscriber(parseTranscriptionConfig({ TRANSCRIBER: 'http', TRANSCRIBER_HTTP_URL: 'https://api.openai.com/v1' }, '/d')).engine).toBe('http:whisper-1');
+    const whisper = parseTranscriptionConfig({ TRANSCRIBER: 'whisper-cpp', WHISPER_MODEL_PATH: '/models/ggml-base.en.bin' }, '/d');
+    expect(() => createTranscriber(whisper)).toThrow(expect.objectContaining({ code: 'engine-missing' }));
   });
 });

@@ -1,13 +1,15 @@
 import { join } from 'node:path';
 import { z } from 'zod';
+import { createHttpTranscriber } from './http-transcriber.ts';
 import { createPocketSphinxTranscriber, DEBIAN_EN_US_MODEL_DIR } from './pocketsphinx.ts';
 import { TranscriptionError, type Transcriber } from './transcriber.ts';
 import { DEFAULT_DOMAIN_WEIGHT } from './vocabulary-boost.ts';
 
 /**
- * Which engine transcribes, chosen by configuration only. `pocketsphinx` is the offline default. The other two
- * shapes are the designed way in for a second engine (see docs/transcription.md); they parse and validate, but
- * this build has no adapter for them yet, so createTranscriber refuses them at startup rather than at the first call.
+ * Which engine transcribes, chosen by configuration only. `pocketsphinx` is the offline default; `http` is an
+ * OpenAI-compatible speech-to-text API (hosted, or a self-hosted Whisper server). `whisper-cpp` is designed
+ * (docs/transcription.md) but has no adapter in this build, so createTranscriber refuses it at startup rather
+ * than at the first call.
  */
 export type TranscriptionConfig =
   | {
@@ -19,7 +21,7 @@ export type TranscriptionConfig =
       timeoutMs?: number;
     }
   | { engine: 'whisper-cpp'; modelPath: string; threads: number; timeoutMs?: number }
-  | { engine: 'http'; url: string; token?: string; timeoutMs?: number };
+  | { engine: 'http'; url: string; token?: string; model: string; timeoutMs?: number };
 
 const optional = z
   .string()
@@ -39,6 +41,7 @@ const EnvSchema = z.object({
   WHISPER_THREADS: z.coerce.number().int().min(1).max(64).default(2),
   TRANSCRIBER_HTTP_URL: optional.pipe(z.url().optional()),
   TRANSCRIBER_HTTP_TOKEN: optional,
+  TRANSCRIBER_HTTP_MODEL: z.string().trim().min(1).default('whisper-1'),
 });
 
 /** Reads TRANSCRIBER* / WHISPER_* variables; throws one error listing every problem. `dataDir` hosts the model cache by default. */
@@ -64,7 +67,7 @@ export function parseTranscriptionConfig(env: Record<string, string | undefined>
       return { engine: 'whisper-cpp', modelPath: e.WHISPER_MODEL_PATH, threads: e.WHISPER_THREADS, timeoutMs };
     case 'http':
       if (!e.TRANSCRIBER_HTTP_URL) throw new Error('invalid transcription configuration: TRANSCRIBER=http needs TRANSCRIBER_HTTP_URL');
-      return { engine: 'http', url: e.TRANSCRIBER_HTTP_URL, token: e.TRANSCRIBER_HTTP_TOKEN, timeoutMs };
+      return { engine: 'http', url: e.TRANSCRIBER_HTTP_URL, token: e.TRANSCRIBER_HTTP_TOKEN, model: e.TRANSCRIBER_HTTP_MODEL, timeoutMs };
   }
 }
 
@@ -79,8 +82,9 @@ export function createTranscriber(config: TranscriptionConfig): Transcriber {
         cacheDir: config.cacheDir,
         timeoutMs: config.timeoutMs,
       });
-    case 'whisper-cpp':
     case 'http':
-      throw new TranscriptionError('engine-missing', `TRANSCRIBER=${config.engine} is designed but has no adapter in this build; use pocketsphinx`);
+      return createHttpTranscriber({ url: config.url, token: config.token, model: config.model, timeoutMs: config.timeoutMs });
+    case 'whisper-cpp':
+      throw new TranscriptionError('engine-missing', `TRANSCRIBER=${config.engine} is designed but has no adapter in this build; use pocketsphinx or http`);
   }
 }
