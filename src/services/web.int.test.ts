@@ -23,8 +23,10 @@ describe('stopping the web server', () => {
     const silentClosed = new Promise((resolve) => silent.once('close', resolve));
     silent.on('error', () => {});
     // A request in flight when the stop begins still gets its answer.
+    // Wait for the server to have the request, not for a guessed interval: a busy machine may take longer.
+    const received = new Promise((resolve) => web.app.server.once('request', resolve));
     const inFlight = fetch(`${web.url}/api/me`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await received;
     await web.stop();
     expect((await inFlight).status).toBe(401);
     await silentClosed;
