@@ -70,14 +70,19 @@ export class ProviderError extends Error {
   }
 }
 
-const DATABASE_UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+// 57P0x: the server is shutting down, restarting or not yet accepting; 08xxx: the connection failed; 53300: no
+// connection slot (many clients reconnecting after a restart); 25006: a read-only transaction, which is what a
+// connection to a standby answers a write with during a failover.
+const DATABASE_UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', '53300', '25006']);
 
 /** True when the error means our storage is unavailable (not that the request was bad). */
-export function isStorageUnavailable(error: unknown): boolean {
+export function isStorageUnavailable(error: unknown, depth = 0): boolean {
+  const cause = (error as { cause?: unknown } | null)?.cause;
+  if (cause !== undefined && depth < 5 && isStorageUnavailable(cause, depth + 1)) return true;
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && DATABASE_UNREACHABLE_CODES.has(code)) return true;
   const message = error instanceof Error ? error.message : '';
-  return /Connection terminated|timeout exceeded when trying to connect|PGlite is closed|Client was closed|Cannot use a pool after calling end/i.test(message);
+  return /Connection terminated|timeout exceeded when trying to connect|PGlite is closed|is not queryable|Client was closed|Cannot use a pool after calling end/i.test(message);
 }
 
 /** A write addressed a patient that has been merged into another; `mergedInto` is the survivor. */

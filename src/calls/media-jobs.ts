@@ -57,7 +57,7 @@ export async function startMediaJobWorker(options: MediaJobWorkerOptions): Promi
   let stopped = false;
   // A wake that arrives while we are busy is remembered, so a NOTIFY during a claim is never lost.
   const { wake, sleep } = createWakeSignal();
-  const unlisten = await db.listen(MEDIA_JOBS_CHANNEL, wake);
+  const unlisten = await db.listen(MEDIA_JOBS_CHANNEL, wake, { onReconnect: wake });
 
   async function run(job: ClaimedMediaJob, signal: AbortSignal): Promise<void> {
     const fence = { jobId: job.jobId, workerId, attempts: job.attempts };

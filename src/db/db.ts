@@ -17,14 +17,31 @@ export interface Queryable {
 
 /** One connection held for as long as the caller needs it: session-level advisory locks live on it. */
 export interface Session extends Queryable {
+  /**
+   * Resolves when the connection is gone (the server restarted, failed over or terminated the backend). Every
+   * session-level lock taken on it is gone too: the holder must stop relying on them and open a new session.
+   * PGlite's one session is never lost.
+   */
+  readonly lost: Promise<void>;
   release(): Promise<void>;
+}
+
+export interface ListenOptions {
+  /**
+   * Called after the LISTEN connection was lost and re-established: notifications sent in between were missed,
+   * so a subscriber that cannot tolerate a gap re-reads what it serves.
+   */
+  onReconnect?: () => void;
 }
 
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Subscribes to NOTIFY on `channel`; resolves once LISTEN is active. Returns the unsubscribe. */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to NOTIFY on `channel`; resolves once LISTEN is active. The subscription outlives connection loss:
+   * it is re-established on reconnect (and `onReconnect` called). Returns the unsubscribe.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, options?: ListenOptions): Promise<() => Promise<void>>;
   openSession(): Promise<Session>;
   close(): Promise<void>;
 }
@@ -37,41 +54,124 @@ export interface PostgresOptions {
   poolSize?: number;
   /** Reported by PostgreSQL in pg_stat_activity, so an operator can tell our processes apart. */
   applicationName?: string;
+  /** Longest wait between attempts to re-establish the LISTEN connection. */
+  maxReconnectDelayMs?: number;
+}
+
+/**
+ * A checked-out or dedicated client, watched: node-postgres emits 'error' on a client whose server went away (and
+ * Node would crash the process on an unheard 'error'); the pool listens only while a client is idle, so each
+ * checked-out client needs its own listener. Queries are chained so that concurrent callers sharing one client
+ * never overlap (pg 8 deprecates overlapping client.query() calls and pg 9 will refuse them).
+ */
+function watchClient(client: pg.ClientBase) {
+  let lostError: Error | null = null;
+  let markLost!: () => void;
+  const lost = new Promise<void>((resolve) => (markLost = resolve));
+  const onError = (error: Error) => {
+    lostError ??= error;
+    markLost();
+  };
+  const onEnd = () => onError(new Error('Connection terminated'));
+  client.on('error', onError);
+  client.on('end', onEnd);
+  let chain: Promise<unknown> = Promise.resolve();
+  const run = <R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
+    const next = chain.then(async () => {
+      if (lostError) throw connectionLost(lostError);
+      const result = await client.query(sql, params as unknown[] | undefined);
+      return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+    });
+    chain = next.catch(() => {});
+    return next;
+  };
+  return {
+    lost,
+    isLost: () => lostError !== null,
+    queryable: { query: run, exec: async (sql: string) => void (await run(sql)) } satisfies Queryable,
+    unwatch: () => {
+      client.removeListener('error', onError);
+      client.removeListener('end', onEnd);
+    },
+  };
+}
+
+/** The error a query on a lost connection fails with: recognised by isStorageUnavailable (503, retry later). */
+function connectionLost(cause: Error): Error {
+  return Object.assign(new Error(`Connection terminated: ${cause.message}`, { cause }), { code: '08006' });
 }
 
 export function createPostgresDb(options: PostgresOptions): Db {
+  const applicationName = options.applicationName ?? 'switchboard';
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.poolSize ?? 10,
-    application_name: options.applicationName ?? 'switchboard',
+    application_name: applicationName,
     connectionTimeoutMillis: 5_000,
+    // Notices a server that vanished without closing the socket (a failed-over host, a cut network).
+    keepAlive: true,
   });
   // An idle client that loses its server emits here; without a listener Node would crash the process.
   pool.on('error', () => {});
-
-  let listener: pg.Client | null = null;
-  let listenerReady: Promise<pg.Client> | null = null;
-  const handlers = new Map<string, Set<(payload: string) => void>>();
-
-  async function listenerClient(): Promise<pg.Client> {
-    listenerReady ??= (async () => {
-      const client = new pg.Client({ connectionString: options.connectionString, application_name: `${options.applicationName ?? 'switchboard'}-listen` });
-      client.on('error', () => {
-        // The connection is gone: forget it so the next listen() reconnects and re-subscribes.
-        listener = null;
-        listenerReady = null;
-      });
-      client.on('notification', (message) => {
-        for (const handler of handlers.get(message.channel) ?? []) handler(message.payload ?? '');
-      });
-      await client.connect();
-      listener = client;
-      return client;
-    })();
-    return listenerReady;
-  }
+  // And every client gets a listener of its own for life: pg-pool listens only while a client is idle, and a
+  // server that goes away can make a client emit more than one error, some after its user has let go of it (seen
+  // under a PostgreSQL fast shutdown). Users that care (transactions, sessions) watch the client themselves.
+  pool.on('connect', (client) => client.on('error', () => {}));
 
   const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
+  const maxReconnectDelayMs = options.maxReconnectDelayMs ?? 2_000;
+
+  // One LISTEN connection per process, kept alive: when it is lost, it reconnects with backoff, LISTENs again on
+  // every channel that has subscribers, and tells subscribers they may have missed notifications.
+  const subscribers = new Map<string, Set<{ onNotify: (payload: string) => void; onReconnect?: () => void }>>();
+  let listener: { client: pg.Client; queryable: Queryable } | null = null;
+  let connecting: Promise<{ client: pg.Client; queryable: Queryable }> | null = null;
+  let reconnectTimer: NodeJS.Timeout | null = null;
+  let closed = false;
+  let everConnected = false;
+
+  function connectListener(): Promise<{ client: pg.Client; queryable: Queryable }> {
+    connecting ??= (async () => {
+      const client = new pg.Client({ connectionString: options.connectionString, application_name: `${applicationName}-listen`, keepAlive: true, connectionTimeoutMillis: 5_000 });
+      const watched = watchClient(client);
+      client.on('notification', (message) => {
+        for (const subscriber of subscribers.get(message.channel) ?? []) subscriber.onNotify(message.payload ?? '');
+      });
+      try {
+        await client.connect();
+        for (const channel of subscribers.keys()) await watched.queryable.query(`LISTEN ${quoteIdent(channel)}`);
+      } catch (error) {
+        await client.end().catch(() => {});
+        throw error;
+      }
+      const current = { client, queryable: watched.queryable };
+      listener = current;
+      void watched.lost.then(() => {
+        if (listener === current) listener = null;
+        void client.end().catch(() => {});
+        scheduleReconnect(0);
+      });
+      if (everConnected) {
+        for (const set of subscribers.values()) for (const subscriber of set) subscriber.onReconnect?.();
+      }
+      everConnected = true;
+      return current;
+    })().finally(() => {
+      connecting = null;
+    });
+    return connecting;
+  }
+
+  function scheduleReconnect(attempt: number) {
+    if (closed || reconnectTimer || subscribers.size === 0) return;
+    const delayMs = Math.min(maxReconnectDelayMs, 100 * 2 ** attempt);
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      if (closed || listener) return;
+      connectListener().catch(() => scheduleReconnect(attempt + 1));
+    }, delayMs);
+    reconnectTimer.unref();
+  }
 
   return {
     kind: 'postgres',
@@ -85,70 +185,69 @@ export function createPostgresDb(options: PostgresOptions): Db {
     async transaction(fn) {
       // node-postgres: a transaction must run on one client checked out of the pool.
       const client = await pool.connect();
-      const tx: Queryable = {
-        async query<R>(sql: string, params?: readonly unknown[]) {
-          const result = await client.query(sql, params as unknown[] | undefined);
-          return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
-        },
-        async exec(sql) {
-          await client.query(sql);
-        },
-      };
+      const watched = watchClient(client);
+      const tx = watched.queryable;
       let broken = false;
       try {
-        await client.query('BEGIN');
+        await tx.query('BEGIN');
         const value = await fn(tx);
-        await client.query('COMMIT');
+        await tx.query('COMMIT');
         return value;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {
+        await tx.query('ROLLBACK').catch(() => {
           broken = true;
         });
         throw error;
       } finally {
-        client.release(broken);
+        watched.unwatch();
+        // A lost connection goes back destroyed, never to be handed to the next caller.
+        client.release(broken || watched.isLost());
       }
     },
-    async listen(channel, onNotify) {
-      let set = handlers.get(channel);
+    async listen(channel, onNotify, listenOptions) {
+      let set = subscribers.get(channel);
+      const isNewChannel = !set;
       if (!set) {
         set = new Set();
-        handlers.set(channel, set);
+        subscribers.set(channel, set);
       }
-      set.add(onNotify);
-      const client = await listenerClient();
-      await client.query(`LISTEN ${quoteIdent(channel)}`);
+      const subscriber = { onNotify, ...(listenOptions?.onReconnect ? { onReconnect: listenOptions.onReconnect } : {}) };
+      set.add(subscriber);
+      try {
+        const current = listener ?? (await connectListener());
+        // A fresh connection LISTENs on every channel already; an existing one learns the new channel here.
+        if (isNewChannel) await current.queryable.query(`LISTEN ${quoteIdent(channel)}`);
+      } catch (error) {
+        set.delete(subscriber);
+        if (set.size === 0) subscribers.delete(channel);
+        throw error;
+      }
       return async () => {
-        set.delete(onNotify);
-        if (set.size === 0 && listener) await listener.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
+        set.delete(subscriber);
+        if (set.size > 0 || subscribers.get(channel) !== set) return;
+        subscribers.delete(channel);
+        await listener?.queryable.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
       };
     },
     async openSession() {
       const client = await pool.connect();
-      let broken = false;
-      client.on('error', () => {
-        broken = true;
-      });
+      const watched = watchClient(client);
       return {
-        async query<R>(sql: string, params?: readonly unknown[]) {
-          const result = await client.query(sql, params as unknown[] | undefined);
-          return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
-        },
-        async exec(sql) {
-          await client.query(sql);
-        },
+        ...watched.queryable,
+        lost: watched.lost,
         async release() {
+          watched.unwatch();
           // A session may hold advisory locks; destroying the connection is the one sure way to drop them all.
           client.release(true);
-          void broken;
         },
       };
     },
     async close() {
-      const client = listener;
+      closed = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      const current = listener ?? (await connecting?.catch(() => null));
       listener = null;
-      listenerReady = null;
-      await client?.end().catch(() => {});
+      await current?.client.end().catch(() => {});
       await pool.end();
     },
   };
@@ -184,11 +283,12 @@ export async function createPgliteDb(options: PgliteOptions): Promise<Db> {
       return lite.transaction(async (tx) => fn(queryable(tx)));
     },
     async listen(channel, onNotify) {
+      // In-process: the subscription cannot be lost, so there is never a reconnect to report.
       return lite.listen(channel, onNotify);
     },
     async openSession() {
       // There is only one session in PGlite; locks taken on it live until the database closes.
-      return { ...root, async release() {} };
+      return { ...root, lost: new Promise<void>(() => {}), async release() {} };
     },
     async close() {
       await lite.close();

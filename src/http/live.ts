@@ -54,9 +54,20 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
       }
     }
   };
-  const unlisten = await db.listen(ACTIVITY_CHANNEL, (payload) => {
-    queue = queue.then(() => dispatch(payload)).catch((error: unknown) => app.log.warn({ err: error }, 'live dispatch failed'));
-  });
+  const unlisten = await db.listen(
+    ACTIVITY_CHANNEL,
+    (payload) => {
+      queue = queue.then(() => dispatch(payload)).catch((error: unknown) => app.log.warn({ err: error }, 'live dispatch failed'));
+    },
+    {
+      // Events were missed while the LISTEN connection was down: end every stream, and each client reconnects
+      // with its Last-Event-ID and replays what it missed from the activity table.
+      onReconnect: () => {
+        for (const client of clients) client.raw.end();
+        clients.clear();
+      },
+    },
+  );
 
   let beats = 0;
   const heartbeat = setInterval(() => {

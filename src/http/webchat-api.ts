@@ -54,9 +54,14 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   // One LISTEN per process; a NOTIFY names a patient and wakes only that patient's open streams. The stream
   // itself is read from the database, so a wake-up carries no data and one lost wake-up loses nothing.
   const subscribers = new Map<string, Set<Wake>>();
-  const unlisten = await db.listen(WEBCHAT_CHANNEL, (patientId) => {
-    for (const wake of subscribers.get(patientId) ?? []) wake();
-  });
+  const unlisten = await db.listen(
+    WEBCHAT_CHANNEL,
+    (patientId) => {
+      for (const wake of subscribers.get(patientId) ?? []) wake();
+    },
+    // Wake-ups were missed while the LISTEN connection was down: every stream re-reads.
+    { onReconnect: () => subscribers.forEach((set) => set.forEach((wake) => wake())) },
+  );
   const openStreams = new Set<() => void>();
   app.addHook('preClose', async () => {
     for (const end of [...openStreams]) end();

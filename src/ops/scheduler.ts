@@ -40,7 +40,18 @@ export async function startAlertScheduler(options: AlertSchedulerOptions, { auto
     session ??= await db.openSession();
     const got = await session.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock($1, $2) AS ok`, [...ALERT_LEADER_LOCK]);
     leader = got.rows[0]?.ok === true;
-    if (leader) log.info('this process now evaluates alerts');
+    if (leader) {
+      log.info('this process now evaluates alerts');
+      // A lost session (a database restart, a failover) takes the lock with it: another process may lead now.
+      const held = session;
+      void held.lost.then(() => {
+        if (session !== held) return;
+        leader = false;
+        session = null;
+        void held.release().catch(() => {});
+        log.warn('alert leadership lost with its database session');
+      });
+    }
     else {
       // Only the leader keeps a connection out of the pool; the others ask again next tick.
       await session.release();

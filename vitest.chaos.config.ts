@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+// `npm run chaos`: the fault-injection suites (src/chaos/*.chaos.ts). Not part of `npm test`: they stop and crash
+// PostgreSQL servers of their own and run for minutes. One file at a time: each drives several processes.
+export default defineConfig({
+  test: {
+    include: ['src/chaos/**/*.chaos.ts'],
+    pool: 'forks',
+    maxWorkers: 1,
+    fileParallelism: false,
+    testTimeout: 3 * 3_600_000,
+    hookTimeout: 300_000,
+  },
+});
