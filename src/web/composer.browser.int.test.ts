@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { AxeBuilder } from '@axe-core/playwright';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWebApp } from '../cli/build-web.ts';
@@ -84,6 +85,9 @@ describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('composer modes, dra
     const sentence = 'adjust dose and check the lab work before Friday.';
     await page.keyboard.type(sentence);
     await page.locator('.thread').screenshot({ path: `${SCREENSHOTS_DIR}composer-note.png` });
+    // The amber note colours keep their contrast.
+    const axe = await new AxeBuilder({ page }).include('.composer').analyze();
+    expect(axe.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => v.id)).toEqual([]);
     await page.keyboard.press('Enter');
 
     const notes = await eventually(
@@ -140,6 +144,12 @@ describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('composer modes, dra
     await page.getByRole('heading', { name: 'Ben Okafor' }).waitFor();
     await page.getByRole('button', { name: 'Save note' }).waitFor();
     expect(await page.getByLabel('Private note', { exact: true }).inputValue()).toBe('Prefers calls after 5pm');
+
+    // Keys on a composer button are not shortcuts either (a mode button keeps focus when the reply box is disabled).
+    // The shortcuts act within the key press (j/k change the URL, r moves focus), so this is checked right after.
+    await page.getByRole('button', { name: 'Private note' }).focus();
+    for (const key of ['j', 'k', 'r']) await page.keyboard.press(key);
+    expect(await page.evaluate(() => [location.pathname, document.activeElement?.textContent])).toEqual([`/inbox/${ben}`, 'Private note']);
     await expectNothingSent();
   });
 });
