@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { AlertBanners } from './Alerts.tsx';
 import { api, setCsrfToken } from './api.ts';
+import type { Drafts } from './Composer.tsx';
 import { Inbox } from './Inbox.tsx';
 import { connectLive, type LiveEvent } from './live.ts';
 import { Login } from './Login.tsx';
@@ -53,6 +54,21 @@ export function App() {
 
 type LiveListener = (event: LiveEvent) => void;
 
+/** Where keys are text, not shortcuts: fields, dialogs, and the whole composer (its Reply / Private note buttons too). */
+const TYPING_AREA = 'input, textarea, select, dialog, [contenteditable]:not([contenteditable="false"]), [data-no-shortcuts]';
+
+/**
+ * Whether a key press may run an inbox shortcut. Never with a modifier, and never when the key lands in, or focus
+ * has just been moved to, a typing area: a letter of a note must not switch patients or open a reply box.
+ */
+function isShortcutKey(event: KeyboardEvent): boolean {
+  if (event.metaKey || event.ctrlKey || event.altKey || event.shiftKey || event.isComposing || event.defaultPrevented) return false;
+  for (const element of [event.target, document.activeElement]) {
+    if (element instanceof Element && (element.closest(TYPING_AREA) || (element instanceof HTMLElement && element.isContentEditable))) return false;
+  }
+  return true;
+}
+
 function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   const [route, setRoute] = useState<Route>(() => parseRoute(location.pathname));
   const [directory, setDirectory] = useState<Directory>({ coordinators: [], teams: [], nameOf: () => 'someone', teamName: () => 'a team' });
@@ -61,6 +77,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   const listeners = useRef(new Set<LiveListener>());
   const [now, setNow] = useState(() => Date.now());
   const order = useRef<string[]>([]);
+  const drafts = useRef<Drafts>(new Map()).current;
 
   useEffect(() => {
     const tick = setInterval(() => setNow(Date.now()), 1000);
@@ -109,12 +126,10 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
 
   const openPatient = useCallback((patientId: string | null) => navigate(patientId ? `/inbox/${patientId}` : '/inbox'), [navigate]);
 
-  // j/k move between conversations, r focuses the reply box; never while typing or in a dialog.
+  // j/k move between conversations, r focuses the reply box; never while typing, in the composer or in a dialog.
   useEffect(() => {
     const onKey = (event: KeyboardEvent) => {
-      const target = event.target as HTMLElement;
-      if (event.metaKey || event.ctrlKey || event.altKey || target.closest('input, textarea, select, dialog, [contenteditable]')) return;
-      if (route.view !== 'inbox') return;
+      if (!isShortcutKey(event) || route.view !== 'inbox') return;
       if (event.key === 'j' || event.key === 'k') {
         const ids = order.current;
         if (ids.length === 0) return;
@@ -195,7 +210,7 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
           />
           <main id="main" className="thread-pane">
             {route.patientId ? (
-              <Thread key={route.patientId} me={me} patientId={route.patientId} live={live} now={now} directory={directory} onClose={() => openPatient(null)} onNotify={setToast} />
+              <Thread key={route.patientId} me={me} patientId={route.patientId} live={live} now={now} directory={directory} drafts={drafts} onClose={() => openPatient(null)} onNotify={setToast} />
             ) : (
               <div className="empty">
                 <h1>Inbox</h1>

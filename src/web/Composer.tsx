@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState, type KeyboardEvent } from 'react';
+import { flushSync } from 'react-dom';
 import { api, ApiError } from './api.ts';
 import type { Live } from './App.tsx';
 import { channelLabel, formatAgo } from './format.ts';
@@ -23,16 +24,43 @@ function previewWarnings(preview: ReplyChannelPreview): string[] {
   return warnings;
 }
 
-export function Composer({ patientId, live, now, onSent }: { patientId: string; live: Live; now: number; onSent(): void }) {
-  const [text, setText] = useState('');
-  const [mode, setMode] = useState<'reply' | 'note'>('reply');
+export type ComposerMode = 'reply' | 'note';
+
+/** What a coordinator left unsent for one patient; the idempotency key goes with it so a retried send is one send. */
+export interface Draft {
+  text: string;
+  mode: ComposerMode;
+  idempotencyKey: string;
+}
+
+/**
+ * Drafts by patient id, held by the signed-in shell (gone at sign-out, never stored in the browser): a draft never
+ * follows the coordinator to another patient, and a new conversation starts empty in reply mode.
+ */
+export type Drafts = Map<string, Draft>;
+
+export function Composer({ patientId, patientLabel, drafts, live, now, onSent }: { patientId: string; patientLabel: string; drafts: Drafts; live: Live; now: number; onSent(): void }) {
+  const saved = drafts.get(patientId);
+  const [text, setText] = useState(saved?.text ?? '');
+  const [mode, setMode] = useState<ComposerMode>(saved?.mode ?? 'reply');
   const [preview, setPreview] = useState<ReplyChannelPreview | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [canned, setCanned] = useState<CannedResponse[]>([]);
   const [pick, setPick] = useState(0);
-  const idempotencyKey = useRef(crypto.randomUUID());
+  const idempotencyKey = useRef(saved?.idempotencyKey ?? crypto.randomUUID());
   const box = useRef<HTMLTextAreaElement>(null);
+
+  useEffect(() => {
+    if (text === '' && mode === 'reply') drafts.delete(patientId);
+    else drafts.set(patientId, { text, mode, idempotencyKey: idempotencyKey.current });
+  }, [drafts, patientId, text, mode]);
+
+  // Focus goes to the text box with the click, before the next key: typed letters are the note, not shortcuts.
+  const chooseMode = (next: ComposerMode) => {
+    flushSync(() => setMode(next));
+    box.current?.focus();
+  };
 
   const loadPreview = useCallback(() => {
     void api<ReplyChannelPreview>('GET', `/api/patients/${patientId}/reply-channel`)
@@ -63,6 +91,8 @@ export function Composer({ patientId, live, now, onSent }: { patientId: string; 
       else await api('POST', `/api/patients/${patientId}/messages`, { body, idempotencyKey: idempotencyKey.current });
       setText('');
       idempotencyKey.current = crypto.randomUUID();
+      // The coordinator may have switched patients while this was in flight: the sent text is no longer a draft.
+      if (drafts.get(patientId)?.text.trim() === body) drafts.set(patientId, { text: '', mode, idempotencyKey: idempotencyKey.current });
       onSent();
     } catch (caught) {
       setError(caught instanceof ApiError ? caught.message : 'Not sent; check your connection and try again.');
@@ -96,18 +126,21 @@ export function Composer({ patientId, live, now, onSent }: { patientId: string; 
 
   const warnings = preview ? previewWarnings(preview) : [];
   const cannotSend = mode === 'reply' && preview !== null && !preview.ok;
+  const recipient = patientLabel || 'this patient';
+  const sendLabel = mode === 'note' ? 'Save note' : preview?.ok ? `Send to ${recipient} via ${channelLabel(preview.channel)}` : `Send to ${recipient}`;
+  // data-no-shortcuts: keys typed anywhere in here, the mode buttons included, never reach the inbox shortcuts (App.tsx).
   return (
-    <div className={`composer ${mode}`}>
+    <div className={`composer ${mode}`} data-mode={mode} data-no-shortcuts="">
       <div className="composer-tabs" role="group" aria-label="Compose">
-        <button type="button" className={mode === 'reply' ? 'chip active' : 'chip'} aria-pressed={mode === 'reply'} onClick={() => setMode('reply')}>
+        <button type="button" className={mode === 'reply' ? 'chip reply-chip active' : 'chip reply-chip'} aria-pressed={mode === 'reply'} onClick={() => chooseMode('reply')}>
           Reply
         </button>
-        <button type="button" className={mode === 'note' ? 'chip active' : 'chip'} aria-pressed={mode === 'note'} onClick={() => setMode('note')}>
+        <button type="button" className={mode === 'note' ? 'chip note-chip active' : 'chip note-chip'} aria-pressed={mode === 'note'} onClick={() => chooseMode('note')}>
           Private note
         </button>
         <span className="via" id="composer-via">
           {mode === 'note'
-            ? 'Visible to coordinators only; never sent to the patient.'
+            ? 'Private note: visible to coordinators only, never sent to the patient.'
             : preview === null
               ? ''
               : preview.ok
@@ -153,8 +186,8 @@ export function Composer({ patientId, live, now, onSent }: { patientId: string; 
         </p>
       )}
       <div className="composer-actions">
-        <button type="button" onClick={() => void send()} disabled={busy || !text.trim() || cannotSend}>
-          {mode === 'note' ? 'Add note' : 'Send'}
+        <button type="button" className={mode === 'note' ? 'save-note' : 'send-reply'} onClick={() => void send()} disabled={busy || !text.trim() || cannotSend}>
+          {sendLabel}
         </button>
       </div>
     </div>

@@ -1,14 +1,14 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { api, ApiError } from './api.ts';
 import type { Directory, Live } from './App.tsx';
-import { Composer } from './Composer.tsx';
+import { Composer, type Drafts } from './Composer.tsx';
 import { CHANNEL_ICONS, channelLabel, formatTime } from './format.ts';
 import { HandoffDialog } from './HandoffDialog.tsx';
 import type { EventItem, Me, MessageItem, TimelineItem, TimelinePage } from './types.ts';
 
 const PAGE = 50;
 
-export function Thread(props: { me: Me; patientId: string; live: Live; now: number; directory: Directory; onClose(): void; onNotify(message: string): void }) {
+export function Thread(props: { me: Me; patientId: string; live: Live; now: number; directory: Directory; drafts: Drafts; onClose(): void; onNotify(message: string): void }) {
   const { patientId, live, directory } = props;
   const [items, setItems] = useState<TimelineItem[]>([]);
   const [nextBefore, setNextBefore] = useState<number | null>(null);
@@ -159,7 +159,9 @@ export function Thread(props: { me: Me; patientId: string; live: Live; now: numb
           })}
         </ol>
       </div>
-      {state !== 'gone' && <Composer patientId={patientId} live={live} now={props.now} onSent={() => ((stickToBottom.current = true), void loadNewest())} />}
+      {state !== 'gone' && (
+        <Composer key={patientId} patientId={patientId} patientLabel={title} drafts={props.drafts} live={live} now={props.now} onSent={() => ((stickToBottom.current = true), void loadNewest())} />
+      )}
       {handoffOpen && (
         <HandoffDialog
           patientId={patientId}
