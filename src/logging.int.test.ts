@@ -9,9 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import pino from 'pino';
 import { DEMO_LOGINS, DEMO_META_VERIFY_TOKEN, DEMO_TWILIO } from './demo.ts';
 import { signTwilioRequest } from './test/fake-twilio.ts';
+import { backends } from './test/databases.ts';
 import { eventually, freePort } from './test/harness.ts';
+import { loggerOptions } from './logging.ts';
 
 // Booting demo mode (PGlite, migrations, seeding) takes tens of seconds on a loaded 2-core machine; nothing here
 // asserts speed.
@@ -156,5 +159,30 @@ describe('the server process', () => {
     }
     expect((await fetch(`${server.baseUrl}/api/health`)).status).toBe(200);
     await stopWithSigterm(server);
+  });
+});
+
+describe.each(backends())('database errors in the log ($name)', (backend) => {
+  it('keep type, message, code and stack, never the parameters or the row the driver quotes', async () => {
+    const database = await backend.create();
+    try {
+      const phone = '+15558675309';
+      await database.db.query(`CREATE TABLE log_probe (phone text PRIMARY KEY)`);
+      await database.db.query(`INSERT INTO log_probe VALUES ($1)`, [phone]);
+      const duplicate = await database.db.query(`INSERT INTO log_probe VALUES ($1)`, [phone]).catch((error: unknown) => error);
+      const badCast = await database.db.query(`SELECT $1::int`, [phone]).catch((error: unknown) => error);
+      const lines: string[] = [];
+      const logger = pino(loggerOptions('trace'), { write: (line: string) => void lines.push(line) });
+      logger.error({ err: duplicate }, 'storing failed');
+      logger.error({ err: new Error('wrapped', { cause: badCast }) }, 'reading failed');
+      const output = lines.join('');
+      expect(output).toContain('"code":"23505"');
+      expect(output).toContain('"code":"22003"'); // out of range for integer, in the cause
+      expect(output).toContain('[number]');
+      expect(output).not.toContain(phone.slice(2));
+      expect(output).not.toMatch(/"(params|detail|query)"/);
+    } finally {
+      await database.drop();
+    }
   });
 });
