@@ -19,6 +19,7 @@ const EnvSchema = z
     DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
     DATA_DIR: z.string().default('./data'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
     TWILIO_ACCOUNT_SID: optionalString.pipe(z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'must look like AC followed by 32 hex digits').optional()),
     TWILIO_AUTH_TOKEN: optionalString,
     TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an E.164 number such as +15005550006').optional()),
@@ -184,6 +185,8 @@ export interface Config {
   databasePoolSize: number;
   dataDir: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  /** SIGTERM/SIGINT: what is not stopped by then is logged and the process exits non-zero. */
+  shutdownTimeoutMs: number;
   /** Demo mode: no provider credentials, so local fakes stand in for every provider. */
   demo: boolean;
   twilio?: TwilioConfig;
@@ -309,6 +312,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     databasePoolSize: e.DATABASE_POOL_SIZE,
     dataDir: resolve(e.DATA_DIR),
     logLevel: e.LOG_LEVEL,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     demo: e.SMS_PROVIDER === 'telnyx' ? false : !twilio,
     twilio,
     meta:

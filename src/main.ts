@@ -1,4 +1,3 @@
-import pino from 'pino';
 import { buildAdapters } from './channels/index.ts';
 import { ConfigError, parseConfig, type TwilioConfig } from './config.ts';
 import { openDatabase } from './db/open.ts';
@@ -11,21 +10,29 @@ import { buildCallSettings, createMediaStorage, startCallsWorker } from './calls
 import { createTranscriber, parseTranscriptionConfig } from './transcription/config.ts';
 import { createOpsMetrics } from './ops/metrics.ts';
 import { startOps } from './ops/start.ts';
+import { createProcessLog } from './logging.ts';
+
+/** How long a stop may spend writing out the last log lines: stdout may be stuck, and that must not hold the exit. */
+const FINAL_LOG_FLUSH_MS = 200;
 
 /** The composition root: config → dependencies → roles; every start has a stop, run in reverse. */
 async function main(): Promise<void> {
   const config = parseConfig(process.env, process.argv.slice(2));
-  const logger = pino({ level: config.logLevel, redact: ['req.headers.authorization', 'req.headers.cookie'] });
-  const stops: Array<() => Promise<void>> = [];
+  const log = createProcessLog({ level: config.logLevel });
+  const logger = log.logger;
+  // The banner below is the one write to stdout outside the logger: a reader that has gone must not crash us.
+  process.stdout.on('error', () => {});
+  const stops: Array<{ name: string; stop: () => Promise<void> }> = [];
+  const onStop = (name: string, stop: () => Promise<void>) => stops.push({ name, stop });
 
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, applicationName: `switchboard-${config.roles.join('+')}` });
-  stops.push(() => db.close());
+  onStop('database', () => db.close());
 
   let twilio: TwilioConfig | undefined = config.twilio;
   let demo: Awaited<ReturnType<typeof startDemoProviders>> | undefined;
   if (config.demo) {
     demo = await startDemoProviders();
-    stops.push(() => demo!.fakeTwilio.close());
+    onStop('demo fake Twilio', () => demo!.fakeTwilio.close());
     twilio = demo.twilio;
   }
   // Messenger and WhatsApp: configured, or in demo mode the fake Graph API; otherwise those channels are off.
@@ -33,18 +40,18 @@ async function main(): Promise<void> {
   let demoMeta: Awaited<ReturnType<typeof startDemoMeta>> | undefined;
   if (!meta && config.demo) {
     demoMeta = await startDemoMeta();
-    stops.push(() => demoMeta!.fakeMeta.close());
+    onStop('demo fake Meta', () => demoMeta!.fakeMeta.close());
     meta = demoMeta.meta;
   }
   const webchatSecret = config.webchat.linkSecret ?? (config.demo ? await loadOrCreateWebchatSecret(config.dataDir) : undefined);
   let email = config.email;
   if (!email && config.demo) {
     const demoEmail = await startDemoEmail();
-    stops.push(() => demoEmail.fakeSmtp.close());
+    onStop('demo fake SMTP', () => demoEmail.fakeSmtp.close());
     email = demoEmail.email;
   }
   const adapters = buildAdapters({ publicBaseUrl: config.publicBaseUrl, sendTimeoutMs: config.sendTimeoutMs, twilio, smsProvider: config.smsProvider, telnyx: config.telnyx, ...(meta ? { meta } : {}), db, webchat: true, email });
-  const metrics = createOpsMetrics();
+  const metrics = createOpsMetrics({ droppedLogLines: log.droppedLines });
   const replyRules: ReplyRules = { now: () => new Date(), templateChannels: meta?.whatsapp?.template ? ['whatsapp'] : [] };
 
   const mediaStorage = await createMediaStorage(config.calls.media);
@@ -55,7 +62,7 @@ async function main(): Promise<void> {
     const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
     const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
-    stops.push(() => web.stop());
+    onStop('web', () => web.stop());
     webUrl = web.url;
   }
   let smtpListen: { host: string; port: number } | undefined;
@@ -68,29 +75,43 @@ async function main(): Promise<void> {
       logger.warn({ port: config.smtpListen!.port }, 'SMTP port in use; the demo listens on a free port instead');
       return listen(0);
     });
-    stops.push(() => listener.stop());
+    onStop('SMTP listener', () => listener.stop());
     smtpListen = { host: config.smtpListen.host, port: listener.port };
   }
   if (config.roles.includes('worker')) {
     const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules, metrics });
-    stops.push(() => worker.stop());
+    onStop('worker', () => worker.stop());
     if (twilio) {
       const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));
       const callsWorker = await startCallsWorker({ db, logger, config: config.calls, twilio, storage: mediaStorage, transcriber });
-      stops.push(() => callsWorker.stop());
+      onStop('calls worker', () => callsWorker.stop());
       // The boosted language model (about 8 s of CPU, then cached under DATA_DIR) is built by the first recording
       // that needs it, not at start-up: a worker that restarts often, or never sees a call, must not pay for it.
     }
   }
   const ops = await startOps({ db, logger, adapters, metrics, config: config.ops, evaluateAlerts: config.roles.includes('worker'), ...(email ? { email: { ...email, timeoutMs: config.sendTimeoutMs } } : {}) });
-  stops.push(() => ops.stop());
+  onStop('ops', () => ops.stop());
 
+  // Stops run in reverse under one deadline; a stop that hangs (a socket that never closes, a stuck log pipe)
+  // must not keep a process that was told to go. A second signal means "now".
   let stopping = false;
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      logger.warn({ signal }, 'second signal while stopping; exiting now');
+      process.exit(1);
+    }
     stopping = true;
-    logger.info({ signal }, 'stopping');
-    for (const stop of stops.reverse()) await stop().catch((error: unknown) => logger.error({ err: error }, 'stop failed'));
+    logger.info({ signal, deadlineMs: config.shutdownTimeoutMs }, 'stopping');
+    const remaining = stops.map((entry) => entry.name).reverse();
+    setTimeout(() => {
+      logger.error({ pending: remaining }, 'shutdown deadline passed; exiting with these stops unfinished');
+      void log.flush(FINAL_LOG_FLUSH_MS).then(() => process.exit(1));
+    }, config.shutdownTimeoutMs);
+    for (const { name, stop } of [...stops].reverse()) {
+      await stop().catch((error: unknown) => logger.error({ err: error, stop: name }, 'stop failed'));
+      remaining.shift();
+    }
+    await log.flush(FINAL_LOG_FLUSH_MS);
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -34,9 +34,22 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 const DELIVERY_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600];
 const RESPONSE_BUCKETS = [30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400];
 
-export function createOpsMetrics(): OpsMetrics {
+export function createOpsMetrics(options: { droppedLogLines?: () => number } = {}): OpsMetrics {
   const registry = new Registry();
   const registers = [registry];
+  // The logger is built before the metrics (it must report their failures too), so its count is read at scrape time.
+  const droppedLogLines = options.droppedLogLines ?? (() => 0);
+  let droppedLogLinesReported = 0;
+  new Counter({
+    name: 'switchboard_log_lines_dropped_total',
+    help: 'Log lines this process could not write to stdout (a full buffer, or a reader that went away).',
+    registers,
+    collect() {
+      const total = droppedLogLines();
+      this.inc(total - droppedLogLinesReported);
+      droppedLogLinesReported = total;
+    },
+  });
   const inbound = new Counter({ name: 'switchboard_messages_inbound_total', help: 'Inbound messages stored, by channel (duplicates excluded).', labelNames: ['channel'], registers });
   const outbound = new Counter({ name: 'switchboard_messages_outbound_total', help: 'Outbound messages written, by channel and whether a human wrote them.', labelNames: ['channel', 'automatic'], registers });
   const final = new Counter({ name: 'switchboard_outbound_final_total', help: 'Outbound messages reaching a final status (delivered, undelivered, failed).', labelNames: ['status'], registers });
