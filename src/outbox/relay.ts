@@ -67,7 +67,10 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
   const maxAgeMs = options.maxAgeMs ?? 24 * 3_600_000;
   // The lease only matters for a worker that is alive but stuck; a dead one is detected by its lock.
   const leaseMs = options.sendTimeoutMs * 2 + 30_000;
-  const sendWindowMs = options.sendTimeoutMs + TAKEOVER_MARGIN_MS;
+  // A claim's work must end within two send timeouts of the claim query being sent: one for a slow claim (a busy
+  // database), one for the lookup and send. quiet_after adds the margin on top.
+  const claimBudgetMs = options.sendTimeoutMs * 2;
+  const sendWindowMs = claimBudgetMs + TAKEOVER_MARGIN_MS;
 
   let log = logger.child({ component: 'outbox' });
   /** The current registration; null while the worker has no liveness lock (between a lost session and a new one). */
@@ -122,7 +125,7 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
     const message: OutboundMessage = { channel: send.channel, to: send.address, body: send.body, media: send.media, lastInboundAt: send.lastInboundAt };
     // The whole claim (lookup and send) ends by the deadline taken before the claim was made, so that once the row's
     // quiet_after has passed no send of this claim can still begin or be in flight.
-    const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now()));
+    const signal = AbortSignal.timeout(Math.max(0, Math.min(options.sendTimeoutMs, deadline - Date.now())));
     let needsLookup = send.needsLookup;
     let asked = false;
     try {
@@ -229,7 +232,7 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
         continue;
       }
       let claimed: ClaimedSend[];
-      const deadline = Date.now() + options.sendTimeoutMs;
+      const deadline = Date.now() + claimBudgetMs;
       try {
         claimed = await claimSends(db, { workerKey: current.key, limit: room, leaseMs, sendWindowMs });
         failures = 0;
