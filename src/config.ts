@@ -106,6 +106,7 @@ const EnvSchema = z
     METRICS_HOST: z.string().default('127.0.0.1'),
     ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
     ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    ALERT_TARGETS_ALLOW_PRIVATE: z.enum(['0', '1']).default('0'),
     // Replaced by the channel's SMTP_* settings; named here only to say so (see superRefine).
     SMTP_URL: optionalString,
     ALERT_EMAIL_FROM: optionalString,
@@ -272,6 +273,8 @@ export interface OpsConfig {
   metricsHost: string;
   alertsIntervalMs: number;
   alertWebhookSecret?: string;
+  /** Slack/webhook alert targets may be loopback, private or link-local addresses (off: they are refused). */
+  alertTargetsAllowPrivate?: boolean;
   /** From address of alert email (default SMTP_FROM); sent through the email channel's SMTP server. */
   alertEmailFrom?: string;
 }
@@ -382,6 +385,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       metricsHost: e.METRICS_HOST,
       alertsIntervalMs: e.ALERTS_INTERVAL_MS,
       alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
+      alertTargetsAllowPrivate: e.ALERT_TARGETS_ALLOW_PRIVATE === '1',
       alertEmailFrom: e.ALERT_EMAIL_FROM,
     },
   };

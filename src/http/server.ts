@@ -44,6 +44,8 @@ export interface AppDeps {
   webchat?: WebchatSettings;
   /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
   calls?: CallSettings;
+  /** ALERT_TARGETS_ALLOW_PRIVATE: alert rules may name loopback and private target addresses. */
+  alertTargetsAllowPrivate?: boolean;
   /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */
   metrics?: OpsMetrics;
   /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
