@@ -36,6 +36,9 @@ const EnvSchema = z
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
     SESSION_IDLE_MINUTES: z.coerce.number().min(1).max(24 * 60).default(120),
+    HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
+    HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(20_000),
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(5_000),
     ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
     META_APP_SECRET: optionalString,
     META_VERIFY_TOKEN: optionalString,
@@ -200,6 +203,8 @@ export interface Config {
   outboxBatchSize: number;
   outboxPollMs: number;
   tokenTtlMs: number;
+  /** Slow clients are cut off: the whole request, its headers, an idle keep-alive connection. */
+  httpTimeouts: { requestMs: number; headersMs: number; keepAliveMs: number };
   /** Browser sessions end after this long without a request. */
   sessionIdleMs: number;
   /** How often the worker looks for due routing fallback timers. */
@@ -342,6 +347,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    httpTimeouts: { requestMs: e.HTTP_REQUEST_TIMEOUT_MS, headersMs: e.HTTP_HEADERS_TIMEOUT_MS, keepAliveMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS },
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
