@@ -37,6 +37,9 @@ const EnvSchema = z
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
     SESSION_IDLE_MINUTES: z.coerce.number().min(1).max(24 * 60).default(120),
+    HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
+    HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(20_000),
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(5_000),
     ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
     META_APP_SECRET: optionalString,
     META_VERIFY_TOKEN: optionalString,
@@ -107,6 +110,7 @@ const EnvSchema = z
     METRICS_HOST: z.string().default('127.0.0.1'),
     ALERTS_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
     ALERT_WEBHOOK_SECRET: optionalString.pipe(z.string().min(16, 'use at least 16 characters').optional()),
+    ALERT_TARGETS_ALLOW_PRIVATE: z.enum(['0', '1']).default('0'),
     // Replaced by the channel's SMTP_* settings; named here only to say so (see superRefine).
     SMTP_URL: optionalString,
     ALERT_EMAIL_FROM: optionalString,
@@ -202,6 +206,8 @@ export interface Config {
   outboxBatchSize: number;
   outboxPollMs: number;
   tokenTtlMs: number;
+  /** Slow clients are cut off: the whole request, its headers, an idle keep-alive connection. */
+  httpTimeouts: { requestMs: number; headersMs: number; keepAliveMs: number };
   /** Browser sessions end after this long without a request. */
   sessionIdleMs: number;
   /** How often the worker looks for due routing fallback timers. */
@@ -275,6 +281,8 @@ export interface OpsConfig {
   metricsHost: string;
   alertsIntervalMs: number;
   alertWebhookSecret?: string;
+  /** Slack/webhook alert targets may be loopback, private or link-local addresses (off: they are refused). */
+  alertTargetsAllowPrivate?: boolean;
   /** From address of alert email (default SMTP_FROM); sent through the email channel's SMTP server. */
   alertEmailFrom?: string;
 }
@@ -343,6 +351,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
+    httpTimeouts: { requestMs: e.HTTP_REQUEST_TIMEOUT_MS, headersMs: e.HTTP_HEADERS_TIMEOUT_MS, keepAliveMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS },
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
@@ -386,6 +395,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       metricsHost: e.METRICS_HOST,
       alertsIntervalMs: e.ALERTS_INTERVAL_MS,
       alertWebhookSecret: e.ALERT_WEBHOOK_SECRET,
+      alertTargetsAllowPrivate: e.ALERT_TARGETS_ALLOW_PRIVATE === '1',
       alertEmailFrom: e.ALERT_EMAIL_FROM,
     },
   };

@@ -1,4 +1,7 @@
+import { storableText } from '../core/text.ts';
 import type { Queryable } from './db.ts';
+
+const clean = (value: string) => storableText(value).text;
 
 export interface EmailThreadHeaders {
   /** With angle brackets, as on the wire: `<abc@example.org>`. */
@@ -13,7 +16,8 @@ export async function recordEmailHeaders(db: Queryable, messageId: string, heade
   await db.query(
     `INSERT INTO email_headers (message_id, rfc_message_id, in_reply_to, "references", subject) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (message_id) DO NOTHING`,
-    [messageId, headers.rfcMessageId, headers.inReplyTo, headers.references, headers.subject],
+    // Headers are as unchecked as the body (src/core/text.ts): NUL or a lone surrogate would fail the insert.
+    [messageId, clean(headers.rfcMessageId), headers.inReplyTo && clean(headers.inReplyTo), headers.references.map(clean), headers.subject && clean(headers.subject)],
   );
 }
 

@@ -1,4 +1,5 @@
 import type { Channel, InboundMessage } from '../core/types.ts';
+import { storableInbound } from '../core/text.ts';
 import type { ReachableIdentity } from '../core/reply-channel.ts';
 import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
@@ -42,7 +43,9 @@ class DuplicateInbound extends Error {}
  * patient, for a new address); every redelivery finds it and changes nothing.
  */
 export async function recordInbound(db: Db, event: InboundMessage, metrics?: InboundMetrics): Promise<InboundResult> {
-  const result = await storeInbound(db, event);
+  // Every channel's inbound message passes here, so none can store (or fail on) NUL or a lone surrogate.
+  const storable = storableInbound(event);
+  const result = await storeInbound(db, storable.event, storable.removed);
   if (result.duplicate) metrics?.duplicateDropped('inbound');
   else metrics?.inboundStored(event.channel);
   return result;
@@ -54,12 +57,12 @@ export interface InboundMetrics {
   duplicateDropped(kind: 'inbound'): void;
 }
 
-async function storeInbound(db: Db, event: InboundMessage): Promise<InboundResult> {
+async function storeInbound(db: Db, event: InboundMessage, removedCharacters: number): Promise<InboundResult> {
   // A merge or an undo that moves this identity while we wait for the patient's lock makes us start again,
   // so the message lands in the log its identity belongs to now.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await recordInboundOnce(db, event);
+      return await recordInboundOnce(db, event, removedCharacters);
     } catch (error) {
       if (!(error instanceof IdentityMoved || error instanceof PatientMergedError) || attempt >= 5) throw error;
     }
@@ -68,7 +71,7 @@ async function storeInbound(db: Db, event: InboundMessage): Promise<InboundResul
 
 class IdentityMoved extends Error {}
 
-async function recordInboundOnce(db: Db, event: InboundMessage): Promise<InboundResult> {
+async function recordInboundOnce(db: Db, event: InboundMessage, removedCharacters: number): Promise<InboundResult> {
   const existing = await findInbound(db, event);
   if (existing) return existing;
   try {
@@ -78,10 +81,10 @@ async function recordInboundOnce(db: Db, event: InboundMessage): Promise<Inbound
       const owner = await tx.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE id = $1`, [identityId]);
       if (owner.rows[0]?.patient_id !== patientId) throw new IdentityMoved();
       const inserted = await tx.query<{ id: string }>(
-        `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, provider, provider_message_id, body, media, status)
-         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, 'received')
+        `INSERT INTO messages (patient_id, seq, direction, channel, identity_id, address, provider, provider_message_id, body, media, status, removed_characters)
+         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8, $9, 'received', $10)
          ON CONFLICT (provider, provider_message_id) WHERE provider_message_id IS NOT NULL DO NOTHING RETURNING id`,
-        [patientId, seq, event.channel, identityId, event.from, event.provider, event.providerMessageId, event.body, JSON.stringify(event.media)],
+        [patientId, seq, event.channel, identityId, event.from, event.provider, event.providerMessageId, event.body, JSON.stringify(event.media), removedCharacters],
       );
       // A concurrent delivery of the same message won the race: roll back so the log has no gap.
       if (!inserted.rows[0]) throw new DuplicateInbound();

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { canonicalInboundAddress } from '../channels/address.ts';
 import type { ChannelEvent, InboundMessage } from '../core/types.ts';
+import { storableStatus, storableText } from '../core/text.ts';
 import { applyInboundConsent } from '../db/consent.ts';
 import { applyDeliveryStatus } from '../db/messages.ts';
 import { recordInbound } from '../db/patients.ts';
@@ -31,7 +32,7 @@ export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events
   for (const event of inbound) {
     const result = await recordInbound(deps.db, event, deps.metrics);
     if (options.elapsedSeconds) deps.metrics?.webhookToStored('inbound', options.elapsedSeconds());
-    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, channel: event.channel, body: event.body, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
+    const consent = await applyInboundConsent(deps.db, { messageId: result.messageId, duplicate: result.duplicate, channel: event.channel, body: storableText(event.body).text, helpReply: deps.helpReply ?? DEFAULT_HELP_REPLY });
     log.info(
       { channel: event.channel, patientId: result.patientId, messageId: result.messageId, duplicate: result.duplicate, ...(consent.change ? { consent: consent.change, consentRecorded: consent.recorded } : {}) },
       'inbound message',
@@ -39,7 +40,7 @@ export async function acceptEvents(deps: AppDeps, log: FastifyBaseLogger, events
   }
   for (const event of events) {
     if (event.kind !== 'status') continue;
-    const outcome = await applyDeliveryStatus(deps.db, event);
+    const outcome = await applyDeliveryStatus(deps.db, storableStatus(event));
     log.info({ channel: event.channel, providerMessageId: event.providerMessageId, status: event.status, outcome }, 'delivery status');
   }
 }

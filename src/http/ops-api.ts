@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { appendAudit } from '../db/audit.ts';
 import type { Coordinator } from '../db/coordinators.ts';
 import { BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
-import { listAlertRuleVersions, loadActiveAlertRules, saveAlertRules, validateAlertRules } from '../ops/alert-rules.ts';
+import { listAlertRuleVersions, loadActiveAlertRules, maskAlertRulesDocument, saveAlertRules, validateAlertRules } from '../ops/alert-rules.ts';
+import { maskUrlsIn } from '../ops/alert-target-url.ts';
 import { acknowledgeAlert, listAlerts } from '../ops/alerts.ts';
 import { listTargetHealth } from '../ops/notifier.ts';
 import { buildDailySeries, buildReport, reportToCsv, validateReportQuery } from '../ops/reports.ts';
@@ -57,23 +58,28 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return caller;
   };
 
+  const targetOptions = { allowPrivateTargets: deps.alertTargetsAllowPrivate === true };
+
   app.get('/api/ops/alert-rules', async (request) => {
-    supervisor(request);
+    const caller = supervisor(request);
     const active = await loadActiveAlertRules(db);
-    return { active, versions: await listAlertRuleVersions(db) };
+    // A Slack or webhook URL's path is its secret: only admins (who may change them) see them whole.
+    const shown = caller.role === 'admin' ? active : { ...active, document: maskAlertRulesDocument(active.document) };
+    return { active: shown, versions: await listAlertRuleVersions(db) };
   });
 
   /** Dry run: every problem listed, nothing stored. */
   app.post('/api/ops/alert-rules/validate', async (request) => {
-    supervisor(request);
-    const result = validateAlertRules(request.body);
-    return result.ok ? { ok: true, document: result.document } : { ok: false, errors: result.errors };
+    const caller = supervisor(request);
+    const result = validateAlertRules(request.body, targetOptions);
+    if (!result.ok) return { ok: false, errors: result.errors };
+    return { ok: true, document: caller.role === 'admin' ? result.document : maskAlertRulesDocument(result.document) };
   });
 
   app.put('/api/ops/alert-rules', async (request, reply) => {
     const caller = supervisor(request);
     if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'changing alert rules needs the admin role');
-    const result = await saveAlertRules(db, request.body, caller.id);
+    const result = await saveAlertRules(db, request.body, caller.id, targetOptions);
     if (!result.ok) throw new BadRequestError('invalid_alert_rules', 'the alert rules are invalid; the active version is unchanged', { details: result.errors });
     await appendAudit(db, { actorId: caller.id, action: 'alert_rules.save', detail: { version: result.version }, ip: request.ip });
     return reply.status(201).send({ version: result.version, document: result.document });
@@ -97,8 +103,10 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   });
 
   app.get('/api/ops/alert-targets', async (request) => {
-    supervisor(request);
-    return { targets: await listTargetHealth(db) };
+    const caller = supervisor(request);
+    const targets = await listTargetHealth(db);
+    if (caller.role === 'admin') return { targets };
+    return { targets: targets.map((t) => ({ ...t, lastError: t.lastError && maskUrlsIn(t.lastError) })) };
   });
 
   app.get('/api/ops/reports', async (request, reply) => {

@@ -44,14 +44,40 @@ export interface AppDeps {
   webchat?: WebchatSettings;
   /** Twilio Voice and recordings; unset = no voice routes (the search API is registered either way). */
   calls?: CallSettings;
+  /** How long a client may take to send a request (HTTP_*_TIMEOUT_MS); see HTTP_TIMEOUT_DEFAULTS. */
+  httpTimeouts?: Partial<HttpTimeouts>;
+  /** ALERT_TARGETS_ALLOW_PRIVATE: alert rules may name loopback and private target addresses. */
+  alertTargetsAllowPrivate?: boolean;
   /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */
   metrics?: OpsMetrics;
   /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
   metricsToken?: string;
 }
 
+export interface HttpTimeouts {
+  /** The whole request (headers and body) must arrive within this; a slow-body client is cut off (408). */
+  requestMs: number;
+  /** The headers must arrive within this. */
+  headersMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveMs: number;
+  /** How often Node checks the two above (its default, 30 s, would let a short timeout run long). */
+  checkIntervalMs: number;
+}
+
+/** Fastify's default requestTimeout is 0: without these, a client sending one byte a minute holds a socket forever. */
+export const HTTP_TIMEOUT_DEFAULTS: HttpTimeouts = { requestMs: 60_000, headersMs: 20_000, keepAliveMs: 5_000, checkIntervalMs: 5_000 };
+
 export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
+  const timeouts = { ...HTTP_TIMEOUT_DEFAULTS, ...deps.httpTimeouts };
   const app = Fastify({
+    requestTimeout: timeouts.requestMs,
+    keepAliveTimeout: timeouts.keepAliveMs,
+    http: {
+      requestTimeout: timeouts.requestMs,
+      headersTimeout: Math.min(timeouts.headersMs, timeouts.requestMs),
+      connectionsCheckingInterval: timeouts.checkIntervalMs,
+    },
     // pino's Logger is a FastifyBaseLogger; widening keeps route helpers typed against the plain FastifyInstance.
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 256 * 1024,

@@ -18,6 +18,7 @@ import {
 } from '../db/calls.ts';
 import { BadRequestError, ForbiddenError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { storableText } from '../core/text.ts';
 
 const { VoiceResponse } = twilio.twiml;
 type Params = Record<string, string | string[]>;
@@ -47,7 +48,9 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
       throw new ForbiddenError('signature_invalid', 'X-Twilio-Signature does not match');
     }
     if (single(params.AccountSid) !== settings!.twilio.accountSid) throw new ForbiddenError('account_mismatch', 'AccountSid is not ours');
-    return params;
+    // Checked over the bytes as sent; stored without what PostgreSQL cannot hold (src/core/text.ts).
+    const clean = (value: string) => storableText(value).text;
+    return Object.fromEntries(Object.entries(params).map(([key, value]) => [key, Array.isArray(value) ? value.map(clean) : clean(value)]));
   }
 
   const twiml = (reply: FastifyReply, response: InstanceType<typeof VoiceResponse>) => reply.type('text/xml').send(response.toString());

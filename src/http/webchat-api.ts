@@ -5,6 +5,7 @@ import { WEBCHAT_PROVIDER } from '../channels/webchat.ts';
 import { appendAudit } from '../db/audit.ts';
 import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
 import { canAccessPatient, recordInbound } from '../db/patients.ts';
+import { storableText } from '../core/text.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
@@ -35,7 +36,8 @@ const LinkBody = z.object({
 }).strict();
 const PatientMessageBody = z.object({
   clientMessageId: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, 'clientMessageId must be 8–64 characters of A–Z, a–z, 0–9, _ or -'),
-  body: z.string().trim().min(1, 'body must not be empty').max(MAX_BODY_CHARS),
+  // Blank is judged without NUL and lone surrogates, which recordInbound removes (src/core/text.ts).
+  body: z.string().trim().max(MAX_BODY_CHARS).refine((body) => storableText(body).text.trim() !== '', 'body must not be empty'),
 }).strict();
 const ReceiptBody = z.object({ messageIds: z.array(z.uuid()).min(1).max(200), status: z.enum(['delivered', 'read']) }).strict();
 const StreamQuery = z.object({ after: z.coerce.number().int().min(0).max(2 ** 31 - 1).optional() });

@@ -2,6 +2,7 @@
  * Alert rules are data: one JSON document of rules and notification targets, validated with zod (every
  * problem listed), stored as numbered versions; the newest stored version is active.
  */
+import { checkTargetUrl, maskUrl } from './alert-target-url.ts';
 import { z } from 'zod';
 import type { Db, Queryable } from '../db/db.ts';
 
@@ -101,9 +102,20 @@ function crossReferenceProblems(input: unknown): Array<{ path: Array<string | nu
 
 export type ValidationResult = { ok: true; document: AlertRulesDocument } | { ok: false; errors: Array<{ path: string; message: string }> };
 
-export function validateAlertRules(input: unknown): ValidationResult {
+export interface AlertRulesOptions {
+  /** ALERT_TARGETS_ALLOW_PRIVATE: loopback and private target addresses are allowed. */
+  allowPrivateTargets?: boolean;
+}
+
+export function validateAlertRules(input: unknown, options: AlertRulesOptions = {}): ValidationResult {
   const parsed = AlertRulesDocumentSchema.safeParse(input);
-  if (parsed.success) return { ok: true, document: parsed.data };
+  if (parsed.success) {
+    const refused = Object.entries(parsed.data.targets).flatMap(([name, target]) => {
+      const problem = 'url' in target ? checkTargetUrl(target.url, options.allowPrivateTargets === true) : null;
+      return problem ? [{ path: `targets.${name}.url`, message: problem }] : [];
+    });
+    return refused.length === 0 ? { ok: true, document: parsed.data } : { ok: false, errors: refused };
+  }
   const issues = parsed.error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
   // zod skips refinements when shapes fail; add the cross-references so every problem is listed at once.
   const seen = new Set(issues.map((i) => `${i.path}\u0000${i.message}`));
@@ -146,8 +158,8 @@ export async function listAlertRuleVersions(db: Queryable): Promise<Array<{ vers
 }
 
 /** Validates then stores a new version. Invalid → nothing written; the active version is unchanged. */
-export async function saveAlertRules(db: Db, input: unknown, createdBy: string | null): Promise<ValidationResult & { version?: number }> {
-  const result = validateAlertRules(input);
+export async function saveAlertRules(db: Db, input: unknown, createdBy: string | null, options: AlertRulesOptions = {}): Promise<ValidationResult & { version?: number }> {
+  const result = validateAlertRules(input, options);
   if (!result.ok) return result;
   const version = await db.transaction(async (tx) => {
     // The table lock makes concurrent saves take consecutive numbers instead of failing on the key.
@@ -158,4 +170,10 @@ export async function saveAlertRules(db: Db, input: unknown, createdBy: string |
     return v;
   });
   return { ...result, version };
+}
+
+/** The document as a non-admin may see it: slack/webhook URLs masked, since their path is the secret. */
+export function maskAlertRulesDocument(document: AlertRulesDocument): AlertRulesDocument {
+  const targets = Object.fromEntries(Object.entries(document.targets).map(([name, target]) => [name, 'url' in target ? { ...target, url: maskUrl(target.url) } : target]));
+  return { ...document, targets };
 }

@@ -41,6 +41,7 @@ describe.skipIf(!isPostgresAvailable())('alerts from two worker processes on one
         TWILIO_API_BASE: h.fake.url,
         PUBLIC_BASE_URL: h.baseUrl,
         ALERTS_INTERVAL_MS: '100',
+        ALERT_TARGETS_ALLOW_PRIVATE: '1',
         // Alert email goes through the email channel's own SMTP settings: one mail server, configured once.
         SMTP_HOST: mail.host,
         SMTP_PORT: String(mail.port),
@@ -65,6 +66,7 @@ describe.skipIf(!isPostgresAvailable())('alerts from two worker processes on one
         targets: { slack: { type: 'slack', url: slack.url }, mail: { type: 'email', to: ['oncall@clinic.test'] } },
       },
       null,
+      { allowPrivateTargets: true },
     );
     expect(saved.ok).toBe(true);
     const [first] = [startWorker(), startWorker()];

@@ -13,6 +13,9 @@ import { evaluateAlerts, evaluateRule } from './alerts.ts';
 import { deliverDueNotifications, listTargetHealth, SIGNATURE_HEADER } from './notifier.ts';
 import { startAlertScheduler, type AlertScheduler } from './scheduler.ts';
 
+/** The fake receivers listen on loopback, which ALERT_TARGETS_ALLOW_PRIVATE=1 permits. */
+const LOOPBACK_TARGETS = { allowPrivateTargets: true };
+
 const logger = pino({ level: 'silent' });
 const MIN = 60_000;
 
@@ -34,10 +37,10 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
   let scheduler: AlertScheduler;
 
   beforeEach(async () => {
-    h = await startHarness(backend);
+    h = await startHarness(backend, { app: { alertTargetsAllowPrivate: true } });
     slack = await startFakeAlertReceiver();
     clock = new Date();
-    scheduler = await startAlertScheduler({ db: h.database.db, logger, intervalMs: 60_000, now: () => clock }, { autoStart: false });
+    scheduler = await startAlertScheduler({ db: h.database.db, logger, allowPrivateTargets: true, intervalMs: 60_000, now: () => clock }, { autoStart: false });
   });
   afterEach(async () => {
     await scheduler.stop();
@@ -56,7 +59,7 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
 
   it('a wait crossing the threshold sends exactly one notification; a reply sends exactly one resolve notice', async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
-    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null)).ok).toBe(true);
+    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null, LOOPBACK_TARGETS)).ok).toBe(true);
     const { patientId, since } = await waitingPatient('+15550000001');
 
     clock = new Date(since.getTime() + 14 * MIN);
@@ -92,7 +95,7 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
   it('a handoff does not reset the wait', async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
     const bob = await h.createCoordinator({ name: 'Bob' });
-    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null)).ok).toBe(true);
+    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null, LOOPBACK_TARGETS)).ok).toBe(true);
     const { patientId, since } = await waitingPatient('+15550000002');
     const owner = (await h.database.db.query<{ coordinator_id: string }>(`SELECT coordinator_id FROM assignments WHERE patient_id = $1`, [patientId])).rows[0]!.coordinator_id;
     const [from, to] = owner === ada.id ? [ada, bob] : [bob, ada];
@@ -110,7 +113,7 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
 
   it('automatic replies do not stop the clock', async () => {
     await h.createCoordinator({ name: 'Ada' });
-    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null)).ok).toBe(true);
+    expect((await saveAlertRules(h.database.db, waitRules(slack.url), null, LOOPBACK_TARGETS)).ok).toBe(true);
     const { patientId, since } = await waitingPatient('+15550000003');
     const notice = await createOutbound(h.database.db, { patientId, authorId: null, body: 'We are closed; we will reply at 9am.', automatic: true });
     expect('error' in notice).toBe(false);
@@ -128,7 +131,7 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
     // An admin: the patient is in no team yet, and a supervisor sees only their teams' alerts (ops-scope.int.test.ts).
     const sup = await h.createCoordinator({ name: 'Sue', role: 'admin' });
     const coordinator = await h.createCoordinator({ name: 'Cal' });
-    expect((await saveAlertRules(h.database.db, waitRules(slack.url, { forMinutes: 5, repeatMinutes: 30 }), null)).ok).toBe(true);
+    expect((await saveAlertRules(h.database.db, waitRules(slack.url, { forMinutes: 5, repeatMinutes: 30 }), null, LOOPBACK_TARGETS)).ok).toBe(true);
     const { since } = await waitingPatient('+15550000004');
 
     clock = new Date(since.getTime() + 15 * MIN + 1_000);
@@ -206,11 +209,12 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
           },
         },
         null,
+        LOOPBACK_TARGETS,
       );
       expect(saved.ok).toBe(true);
       const { since } = await waitingPatient('+15550000006');
       await evaluateAlerts(h.database.db, { now: new Date(since.getTime() + 20 * MIN) });
-      const deps = { db: h.database.db, logger, smsAdapter: h.adapters.get('sms'), mailer, emailFrom: 'alerts@switchboard.test', webhookSecret: secret, maxAttempts: 3, backoff: { baseMs: 1, capMs: 5 } };
+      const deps = { db: h.database.db, logger, smsAdapter: h.adapters.get('sms'), mailer, emailFrom: 'alerts@switchboard.test', webhookSecret: secret, allowPrivateTargets: true, maxAttempts: 3, backoff: { baseMs: 1, capMs: 5 } };
       await deliverDueNotifications(deps);
 
       expect(webhook.received).toHaveLength(1);
@@ -277,14 +281,14 @@ describe.each(backends())('built-in alerts on $name', (backend) => {
 
 describe.skipIf(!isPostgresAvailable())('alert evaluation across processes on postgres', () => {
   it('two evaluators on independent connections produce exactly one notification per transition', async () => {
-    const h = await startHarness(postgresBackend);
+    const h = await startHarness(postgresBackend, { app: { alertTargetsAllowPrivate: true } });
     const slack = await startFakeAlertReceiver();
     const dbs = [createPostgresDb({ connectionString: h.database.url! }), createPostgresDb({ connectionString: h.database.url! })];
     let clock = new Date();
-    const schedulers = await Promise.all(dbs.map((db) => startAlertScheduler({ db, logger, intervalMs: 60_000, now: () => clock }, { autoStart: false })));
+    const schedulers = await Promise.all(dbs.map((db) => startAlertScheduler({ db, logger, allowPrivateTargets: true, intervalMs: 60_000, now: () => clock }, { autoStart: false })));
     try {
       await h.createCoordinator({ name: 'Ada' });
-      expect((await saveAlertRules(h.database.db, waitRules(slack.url), null)).ok).toBe(true);
+      expect((await saveAlertRules(h.database.db, waitRules(slack.url), null, LOOPBACK_TARGETS)).ok).toBe(true);
       expect((await h.sendSms('+15550000009', 'hello?')).status).toBe(200);
       const { id: patientId, waiting_since: since } = (await h.database.db.query<{ id: string; waiting_since: Date }>(`SELECT id, waiting_since FROM patients`)).rows[0]!;
 
@@ -300,7 +304,7 @@ describe.skipIf(!isPostgresAvailable())('alert evaluation across processes on po
       clock = new Date(since.getTime() + 21 * MIN);
       const raced = await Promise.all(dbs.map((db) => evaluateAlerts(db, { now: clock })));
       expect(raced.flatMap((r) => r.transitions).map((t) => t.kind)).toEqual(['resolved']);
-      await Promise.all(dbs.map((db) => deliverDueNotifications({ db, logger })));
+      await Promise.all(dbs.map((db) => deliverDueNotifications({ db, logger, allowPrivateTargets: true })));
       expect(slack.received).toHaveLength(2);
       expect(slack.received[1]!.json.text).toContain('RESOLVED');
     } finally {

@@ -5,12 +5,15 @@
  * (listed as failing by the API and the alert_notifications_failed gauge); it never holds up other rows.
  */
 import { createHmac } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Logger } from 'pino';
 import type { Transporter } from 'nodemailer';
 import type { ChannelAdapter } from '../channels/channel.ts';
 import { DEFAULT_BACKOFF, nextRetryDelayMs, type BackoffPolicy } from '../core/retry.ts';
 import type { Db, Queryable } from '../db/db.ts';
 import { loadActiveAlertRules, type Target } from './alert-rules.ts';
+import { checkTargetUrl, guardedLookup, maskUrl } from './alert-target-url.ts';
 
 export interface NotifierDeps {
   db: Db;
@@ -21,6 +24,8 @@ export interface NotifierDeps {
   emailFrom?: string;
   /** HMAC-SHA256 key for generic webhooks. */
   webhookSecret?: string;
+  /** ALERT_TARGETS_ALLOW_PRIVATE: let slack/webhook targets reach loopback and private addresses (tests, labs). */
+  allowPrivateTargets?: boolean;
   timeoutMs?: number;
   maxAttempts?: number;
   backoff?: BackoffPolicy;
@@ -130,13 +135,13 @@ async function send(deps: NotifierDeps, target: Target, row: Claimed, signal: Ab
   };
   switch (target.type) {
     case 'slack':
-      return postJson(target.url, { text: text(payload) }, {}, signal);
+      return postJson(deps, target.url, { text: text(payload) }, {}, signal);
     case 'webhook': {
       if (!deps.webhookSecret) throw new Error('ALERT_WEBHOOK_SECRET is not set, so webhook targets cannot be signed');
       const body = JSON.stringify(payload);
       const signature = 'sha256=' + createHmac('sha256', deps.webhookSecret).update(body).digest('hex');
       // The delivery id lets a receiver drop the rare resend after a crash between send and record.
-      return postJson(target.url, body, { [SIGNATURE_HEADER]: signature, 'x-switchboard-delivery': row.notificationId }, signal);
+      return postJson(deps, target.url, body, { [SIGNATURE_HEADER]: signature, 'x-switchboard-delivery': row.notificationId }, signal);
     }
     case 'email': {
       if (!deps.mailer) throw new Error('SMTP_HOST is not set, so email targets cannot be sent');
@@ -157,15 +162,36 @@ async function send(deps: NotifierDeps, target: Target, row: Claimed, signal: Ab
   }
 }
 
-async function postJson(url: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-    signal,
+/**
+ * POSTs with node:http(s), not fetch: `lookup` lets us refuse non-public addresses on the connection itself, and
+ * redirects are never followed (a 3xx is a failed delivery: a redirect could point anywhere).
+ */
+function postJson(deps: NotifierDeps, url: string, body: unknown, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+  const allowPrivate = deps.allowPrivateTargets === true;
+  const problem = checkTargetUrl(url, allowPrivate);
+  if (problem) return Promise.reject(new Error(`${maskUrl(url)}: ${problem}`));
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const target = new URL(url);
+  const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const outgoing = request(
+      target,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers },
+        signal,
+        ...(allowPrivate ? {} : { lookup: guardedLookup }),
+      },
+      (response) => {
+        response.resume();
+        const status = response.statusCode ?? 0;
+        if (status >= 200 && status < 300) resolve();
+        else reject(new Error(`${maskUrl(url)} answered ${status}${status >= 300 && status < 400 ? ' (redirects are not followed)' : ''}`));
+      },
+    );
+    outgoing.on('error', (error) => reject(new Error(`${maskUrl(url)}: ${error.message}`)));
+    outgoing.end(payload);
   });
-  await response.body?.cancel();
-  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
 }
 
 export interface TargetHealth {

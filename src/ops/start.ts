@@ -46,6 +46,7 @@ export async function startOps(args: {
       mailer,
       emailFrom: config.alertEmailFrom ?? args.email?.from,
       webhookSecret: config.alertWebhookSecret,
+      allowPrivateTargets: config.alertTargetsAllowPrivate,
     });
     stops.push(() => scheduler!.stop());
     if (mailer) stops.push(async () => mailer.close());

@@ -4,7 +4,8 @@
  */
 import { checkOpen, compileSchedule, formatLocalTime, isOpenAt, type CompiledSchedule } from './business-hours.ts';
 import type { CoordinatorFact, RoutingFacts } from './facts.ts';
-import { ATTRIBUTE_PREFIX, checkPattern, type Condition, type LeafCondition, type RuleSet, type Scalar } from './rules.ts';
+import { compilePattern } from './pattern.ts';
+import { ATTRIBUTE_PREFIX, type Condition, type LeafCondition, type RuleSet, type Scalar } from './rules.ts';
 
 const UNSET: unique symbol = Symbol('unset');
 
@@ -295,9 +296,10 @@ function compileLeaf(condition: LeafCondition, slot: number): { read: Read; test
       return { read, test: startsWith };
     }
     case 'matches': {
-      // Validation already refused invalid or unsafe patterns; an unvalidated one simply never matches.
-      if (checkPattern(condition.value) !== null) return { read, test: () => false };
-      const regex = new RegExp(condition.value, ignoreCase ? 'i' : '');
+      // Validation already refused invalid or unsupported patterns; an unvalidated one simply never matches.
+      const compiled = compilePattern(condition.value, !ignoreCase);
+      if (!compiled.ok) return { read, test: () => false };
+      const regex = compiled.pattern;
       return { read, test: (ctx) => someElement(read(ctx), (e) => typeof e === 'string' && regex.test(e)) };
     }
     case 'exists':

@@ -113,7 +113,7 @@ export interface CompiledRuleSet {
 
 /**
  * Precompiles conditions (regexes included) into closures. Expects a rule set from `validateRuleSet`; a pattern
- * that is invalid or unsafe anyway compiles to a condition that never matches, so this does not throw.
+ * that is invalid or unsupported anyway compiles to a condition that never matches, so this does not throw.
  */
 export function compileRuleSet(ruleSet: RuleSet): CompiledRuleSet {
   const defaultQueue = ruleSet.defaultRule.queueTeamId;

@@ -75,11 +75,29 @@ describe('matches', () => {
     expect(holds(condition, { ...text, patient: { tags: ['diabetic'] } })).toBe(expected);
   });
 
-  it('never matches with an unsafe pattern that bypassed validation', () => {
+  it.each([
+    [{ fact: 'message.text', op: 'matches', value: 'métformine' }, { text: 'MÉTFORMINE please' }, true],
+    [{ fact: 'message.text', op: 'matches', value: '\\u0041\\d' }, { text: 'a1' }, true],
+    [{ fact: 'message.text', op: 'matches', value: '(?<dose>\\d+)mg' }, { text: '20mg' }, true],
+    [{ fact: 'message.text', op: 'matches', value: 'a/b' }, { text: 'A/B' }, true],
+    [{ fact: 'message.text', op: 'matches', value: '^line two$' }, { text: 'line one\nline two' }, false],
+    [{ fact: 'message.text', op: 'matches', value: '(?m)^line two$' }, { text: 'line one\nline two' }, true],
+  ] satisfies Array<[Condition, { text: string }, boolean]>)('%j on %j → %s (JavaScript spellings and anchors)', (condition, message, expected) => {
+    expect(holds(condition, { message })).toBe(expected);
+  });
+
+  it('runs nested quantifiers in linear time: ^(a|a)*$ against 100k characters', () => {
+    // On a backtracking engine this is 2^100000 steps; the test would never finish.
+    const condition: Condition = { fact: 'message.text', op: 'matches', value: '^(a|a)*$' };
+    expect(holds(condition, { message: { text: `${'a'.repeat(100_000)}!` } })).toBe(false);
+    expect(holds(condition, { message: { text: 'a'.repeat(100_000) } })).toBe(true);
+  });
+
+  it('never matches with a pattern that bypassed validation', () => {
     const rules = oneRule({ fact: 'message.text', op: 'matches', value: 'a' });
     // Built as plain data, the way a rule set read back from storage without validation would arrive.
-    rules.rules[0]!.conditions = { fact: 'message.text', op: 'matches', value: '(a+)+$' };
-    const decision = routeMessage(rules, routingFacts({ message: { text: `${'a'.repeat(40)}!` } }), NOW);
+    rules.rules[0]!.conditions = { fact: 'message.text', op: 'matches', value: '(a)\\1' };
+    const decision = routeMessage(rules, routingFacts({ message: { text: 'aa' } }), NOW);
     expect(decision.ruleId).toBe('default');
   });
 });

@@ -3,9 +3,9 @@
  * data; `compile.ts` turns it into closures and `evaluate.ts` runs them.
  */
 import { z } from 'zod';
-import safeRegex from 'safe-regex2';
 import { CHANNELS } from '../types.ts';
 import { TeamScheduleSchema } from './business-hours.ts';
+import { checkPattern } from './pattern.ts';
 
 export const OPERATORS = [
   'eq',
@@ -87,22 +87,6 @@ export const OPERATORS_BY_KIND: Readonly<Record<FactKind, readonly Operator[]>> 
   time: ['within_hours'],
   any: OPERATORS.filter((op) => op !== 'within_hours'),
 };
-
-/** Longer patterns are refused outright: a rule is a routing criterion, not a parser. */
-export const MAX_PATTERN_LENGTH = 500;
-
-/** Why a `matches` pattern may not be used, or null when it is fine. Shared by validation and compilation. */
-export function checkPattern(pattern: string): string | null {
-  if (pattern.length > MAX_PATTERN_LENGTH) return `pattern longer than ${MAX_PATTERN_LENGTH} characters`;
-  try {
-    new RegExp(pattern, 'i');
-  } catch (error) {
-    return `invalid regular expression: ${error instanceof Error ? error.message : String(error)}`;
-  }
-  // safe-regex2 rejects star height > 1 (e.g. `(a+)+`), the shape behind catastrophic backtracking.
-  if (!safeRegex(pattern)) return 'regular expression may backtrack catastrophically (nested quantifiers)';
-  return null;
-}
 
 // ---- conditions --------------------------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ describe('validateRuleSet', () => {
           conditions: {
             all: [
               { fact: 'patient.langauge', op: 'eq', value: 'es' },
-              { fact: 'message.text', op: 'matches', value: '(a+)+$' },
+              { fact: 'message.text', op: 'matches', value: '(a)\\1' },
               { fact: 'message.text', op: 'matches', value: '([a-z' },
               { fact: 'patient.tags', op: 'gt', value: 3 },
               { fact: 'message.channel', op: 'eq', value: 'smss' },
@@ -94,7 +94,7 @@ describe('validateRuleSet', () => {
 
     const c = 'rules[0].conditions.all';
     expect(at(`${c}[0].fact`)).toEqual(['unknown fact "patient.langauge"; did you mean "patient.language"?']);
-    expect(at(`${c}[1].value`)).toEqual([expect.stringContaining('backtrack catastrophically')]);
+    expect(at(`${c}[1].value`)).toEqual([expect.stringContaining('backreferences (\\1) are not supported')]);
     expect(at(`${c}[2].value`)).toEqual([expect.stringContaining('invalid regular expression')]);
     expect(at(`${c}[3].op`)).toEqual(['"gt" does not apply to patient.tags (a list)']);
     expect(at(`${c}[4].value`)).toEqual(['message.channel: "smss" is not one of sms, messenger, whatsapp, webchat, email, voice']);
@@ -119,14 +119,31 @@ describe('validateRuleSet', () => {
     expect(errors[0]?.path).toBe('defaultRule');
   });
 
-  it('rejects the catastrophic-backtracking classics', () => {
-    for (const pattern of ['(a+)+$', '(a*)*b', '(x+x+)+y', '(.*a){1,32000}[bc]']) {
+  it('refuses what RE2 cannot run, naming the feature', () => {
+    const cases: Array<[string, string]> = [
+      ['(a)\\1', 'backreferences (\\1) are not supported'],
+      ['(?<n>a)\\k<n>', 'named backreferences'],
+      ['foo(?=bar)', 'lookahead'],
+      ['foo(?!bar)', 'lookahead'],
+      ['(?<=\\$)\\d+', 'lookbehind'],
+      ['(?<!no )pain', 'lookbehind'],
+      ['(.*a){1,32000}[bc]', 'invalid regular expression'],
+    ];
+    for (const [pattern, message] of cases) {
       const input = structuredClone(validInput);
       (input.rules[1]!.conditions as { any: Array<{ value: unknown }> }).any[1]!.value = pattern;
       const result = validateRuleSet(input, context);
       expect(result.ok ? [] : result.errors, pattern).toEqual([
-        { path: 'rules[1].conditions.any[1].value', message: expect.stringContaining('catastrophically') },
+        { path: 'rules[1].conditions.any[1].value', message: expect.stringContaining(message) },
       ]);
+    }
+  });
+
+  it('accepts nested quantifiers, which RE2 runs in linear time, and literal look-alikes', () => {
+    for (const pattern of ['(a+)+$', '^(a|a)*$', '(x+x+)+y', '[(?=]x', '\\(?=', '\\\\1']) {
+      const input = structuredClone(validInput);
+      (input.rules[1]!.conditions as { any: Array<{ value: unknown }> }).any[1]!.value = pattern;
+      expect(validateRuleSet(input, context).ok, pattern).toBe(true);
     }
   });
 
