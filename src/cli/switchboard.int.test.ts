@@ -51,4 +51,4 @@ it('coordinator create on an embedded DATA_DIR writes through the running server
   expect(await logIn(restarted.url, 'via-server@example.org', 'another-password-2')).toBe(401);
   expect(await logIn(restarted.url, 'direct@example.org', 'with-no-server-3')).toBe(200);
   expect(await logIn(restarted.url, 'direct@example.org', 'another-password-4')).toBe(401);
-}, 400_000);
+}, 600_000);

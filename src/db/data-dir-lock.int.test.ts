@@ -33,4 +33,4 @@ it('a second process on the same embedded DATA_DIR is refused with one line nami
   // The demo data the first process seeded is there: the third opened the same store, alone.
   const ada = DEMO_LOGINS[0]!;
   expect(await logIn(third.url, ada.email, ada.password)).toBe(200);
-}, 300_000);
+}, 600_000);

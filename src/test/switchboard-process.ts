@@ -38,13 +38,20 @@ async function spawnNode(argv: string[], dataDir: string): Promise<{ child: Chil
   return { child, finished };
 }
 
-/** `src/main.ts` on DATA_DIR, to completion (for a start that is expected to be refused). */
-export async function runSwitchboard(dataDir: string): Promise<Finished> {
-  return (await spawnNode(['--import', 'tsx', 'src/main.ts'], dataDir)).finished;
+/** `src/main.ts` on DATA_DIR, for a start that is expected to be refused: its exit, or an error if it keeps running. */
+export async function runSwitchboard(dataDir: string, { timeoutMs = 120_000 } = {}): Promise<Finished> {
+  const { child, finished } = await spawnNode(['--import', 'tsx', 'src/main.ts'], dataDir);
+  let exited: Finished | undefined;
+  void finished.then((result) => (exited = result));
+  try {
+    return await eventually(() => exited, { what: 'the process to exit', timeoutMs });
+  } finally {
+    child.kill('SIGKILL');
+  }
 }
 
 /** `src/main.ts` on DATA_DIR in demo mode, resolved once its banner names the URL it listens on. */
-export async function startSwitchboard(dataDir: string, { timeoutMs = 120_000 } = {}): Promise<RunningSwitchboard> {
+export async function startSwitchboard(dataDir: string, { timeoutMs = 240_000 } = {}): Promise<RunningSwitchboard> {
   const { child, finished } = await spawnNode(['--import', 'tsx', 'src/main.ts'], dataDir);
   let stdout = '';
   child.stdout!.on('data', (chunk: string) => (stdout += chunk));
