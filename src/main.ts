@@ -1,8 +1,10 @@
 import { buildAdapters } from './channels/index.ts';
 import { ConfigError, parseConfig, type TwilioConfig } from './config.ts';
+import { DataDirInUse, lockDataDir } from './db/data-dir-lock.ts';
 import { openDatabase } from './db/open.ts';
 import { DEMO_LOGINS, loadOrCreateWebchatSecret, seedDemo, startDemoEmail, startDemoMeta, startDemoProviders } from './demo.ts';
 import type { ReplyRules } from './core/reply-channel.ts';
+import { createControlHandler } from './services/control-socket.ts';
 import { startSmtpListener } from './services/smtp-listener.ts';
 import { startWeb } from './services/web.ts';
 import { startWorker } from './services/worker.ts';
@@ -25,8 +27,12 @@ async function main(): Promise<void> {
   const stops: Array<{ name: string; stop: () => Promise<void> }> = [];
   const onStop = (name: string, stop: () => Promise<void>) => stops.push({ name, stop });
 
+  // Embedded PGlite is one process: hold DATA_DIR before opening it, and serve the CLI's writes (docs/ARCHITECTURE.md §11).
+  const dataDirLock = config.databaseUrl ? undefined : await lockDataDir(config.dataDir, { role: 'server' });
+  if (dataDirLock) onStop('data dir lock', () => dataDirLock.release());
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, applicationName: `switchboard-${config.roles.join('+')}` });
   onStop('database', () => db.close());
+  dataDirLock?.serve(createControlHandler({ db, logger }));
 
   let twilio: TwilioConfig | undefined = config.twilio;
   let demo: Awaited<ReturnType<typeof startDemoProviders>> | undefined;
@@ -150,6 +156,10 @@ main().catch((error: unknown) => {
   if (error instanceof ConfigError) {
     process.stderr.write(`${error.message}\n`);
     process.exit(2);
+  }
+  if (error instanceof DataDirInUse) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(3);
   }
   process.stderr.write(`switchboard failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exit(1);
