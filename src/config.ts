@@ -35,6 +35,7 @@ const EnvSchema = z
     SEND_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
     OUTBOX_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
     OUTBOX_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1_000),
+    OUTBOX_SETTLE_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
     TOKEN_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(12),
     SESSION_IDLE_MINUTES: z.coerce.number().min(1).max(24 * 60).default(120),
     HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
@@ -205,6 +206,8 @@ export interface Config {
   sendTimeoutMs: number;
   outboxBatchSize: number;
   outboxPollMs: number;
+  /** How long after an unknown send outcome (or a lost claim's deadline) before the provider is asked whether it has the message. */
+  outboxSettleMs: number;
   tokenTtlMs: number;
   /** Slow clients are cut off: the whole request, its headers, an idle keep-alive connection. */
   httpTimeouts: { requestMs: number; headersMs: number; keepAliveMs: number };
@@ -350,6 +353,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     sendTimeoutMs: e.SEND_TIMEOUT_MS,
     outboxBatchSize: e.OUTBOX_BATCH_SIZE,
     outboxPollMs: e.OUTBOX_POLL_MS,
+    outboxSettleMs: e.OUTBOX_SETTLE_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
     httpTimeouts: { requestMs: e.HTTP_REQUEST_TIMEOUT_MS, headersMs: e.HTTP_HEADERS_TIMEOUT_MS, keepAliveMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS },
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,

@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     smtpListen = { host: config.smtpListen.host, port: listener.port };
   }
   if (config.roles.includes('worker')) {
-    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, routingTimerPollMs: config.routingTimerPollMs, replyRules, metrics });
+    const worker = await startWorker({ db, adapters, logger, maxInFlight: config.outboxBatchSize, sendTimeoutMs: config.sendTimeoutMs, pollMs: config.outboxPollMs, settleMs: config.outboxSettleMs, routingTimerPollMs: config.routingTimerPollMs, replyRules, metrics });
     onStop('worker', () => worker.stop());
     if (twilio) {
       const transcriber = createTranscriber(parseTranscriptionConfig(process.env, config.dataDir));

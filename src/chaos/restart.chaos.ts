@@ -337,6 +337,15 @@ describe('chaos: restarts, failures and kills under load (PostgreSQL)', () => {
       const last = fromMinute2.at(-1)?.kb;
       return { name: p.name, atMinute2Mb: first ? first / 1024 : null, atEndMb: last ? last / 1024 : null, peakMb: Math.max(0, ...p.rss.map((s) => s.kb)) / 1024, growth: first && last && fromMinute2.length > 1 ? last / first - 1 : null };
     });
+    // What a duplicate or a loss looked like, for whoever must find out why.
+    const suspects = [...expectedReplies].filter(([phone, expected]) => {
+      const got = byPhone.get(phone) ?? [];
+      return got.length !== new Set(got).size || expected.some((body) => !got.includes(body));
+    });
+    for (const [phone] of suspects.slice(0, 5)) {
+      const receipts = fake.received.filter((m) => m.to === phone).map((m) => ({ sid: m.sid, body: m.body, atMs: Math.round(m.receivedAtMs - startedAt) }));
+      process.stdout.write(`\n${phone}: ${JSON.stringify(receipts)}\n`);
+    }
     const figures = {
       messages: MESSAGES,
       patients: PATIENTS,

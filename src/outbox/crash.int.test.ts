@@ -46,6 +46,8 @@ describe.skipIf(!isPostgresAvailable())('crash test: 3 worker processes, SIGKILL
         SEND_TIMEOUT_MS: '400',
         OUTBOX_BATCH_SIZE: '4',
         OUTBOX_POLL_MS: '100',
+        // The fake answers within 90 ms: a short settle keeps this test's lookups quick without racing them.
+        OUTBOX_SETTLE_MS: '1000',
         LOG_LEVEL: 'fatal',
       },
     });

@@ -26,6 +26,13 @@ export interface OutboxRelayOptions {
   replyRules?: ReplyRules;
   /** src/ops/metrics.ts implements it. */
   metrics?: RelayMetrics;
+  /**
+   * How long a provider may still be processing a request we gave up on (plus clock skew between processes). An
+   * attempt whose outcome is unknown is looked up no sooner than this after it ended, and a lost claim is taken
+   * over no sooner than this after its deadline: a lookup earlier than that could miss a send still landing, and
+   * resend it. Default 5 s (OUTBOX_SETTLE_MS).
+   */
+  settleMs?: number;
 }
 
 export interface RelayMetrics {
@@ -46,8 +53,8 @@ interface Liveness {
   lost: boolean;
 }
 
-/** Added to the send timeout before another worker may take over a lost claim: clock skew and a provider's own processing. */
-const TAKEOVER_MARGIN_MS = 5_000;
+/** Default for `settleMs`. */
+const DEFAULT_SETTLE_MS = 5_000;
 /** How often the liveness session is checked when nothing else touches it (a dead TCP peer is only noticed on use). */
 const LIVENESS_CHECK_MS = 2_000;
 
@@ -70,7 +77,8 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
   // A claim's work must end within two send timeouts of the claim query being sent: one for a slow claim (a busy
   // database), one for the lookup and send. quiet_after adds the margin on top.
   const claimBudgetMs = options.sendTimeoutMs * 2;
-  const sendWindowMs = claimBudgetMs + TAKEOVER_MARGIN_MS;
+  const settleMs = options.settleMs ?? DEFAULT_SETTLE_MS;
+  const sendWindowMs = claimBudgetMs + settleMs;
 
   let log = logger.child({ component: 'outbox' });
   /** The current registration; null while the worker has no liveness lock (between a lost session and a new one). */
@@ -169,7 +177,8 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
         ...base,
         attempted,
         kind: 'retry',
-        delayMs: nextRetryDelayMs(send.attempts + 1, backoff, random, retryAfterMs),
+        // After an unknown outcome the provider may still be creating the message: look it up only once it has settled.
+        delayMs: Math.max(nextRetryDelayMs(send.attempts + 1, backoff, random, retryAfterMs), outcome === 'unknown' ? settleMs : 0),
         // A lookup that failed, or a send whose outcome is unknown, leaves the question open for next time.
         needsLookup: needsLookup || outcome === 'unknown',
         error: `${code}: ${failure.message}`,

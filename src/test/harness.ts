@@ -138,7 +138,9 @@ export async function startHarness(backend: TestBackend, options: { fake?: Parti
       return fake.sendInboundSms({ webhookUrl: `${baseUrl}/webhooks/twilio/sms`, from, to: TEST_TWILIO.fromNumber, body, messageSid });
     },
     async startRelay(overrides = {}) {
-      const relay = await startOutboxRelay({ db: database.db, adapters, logger, maxInFlight: 50, sendTimeoutMs: 2_000, pollMs: 200, backoff: { baseMs: 20, capMs: 200 }, ...(replyRules ? { replyRules } : {}), ...overrides });
+      const relay = await startOutboxRelay({ db: database.db, adapters, logger, maxInFlight: 50, sendTimeoutMs: 2_000, pollMs: 200, backoff: { baseMs: 20, capMs: 200 },
+        // The loopback fakes answer in milliseconds: a short settle keeps lookups quick without racing them.
+        settleMs: 300, ...(replyRules ? { replyRules } : {}), ...overrides });
       relays.push(relay);
       return relay;
     },
