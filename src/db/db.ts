@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { createDurablePglite } from './pglite-durability.ts';
+import { postgresConnection } from './pg-hosts.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -40,8 +41,10 @@ export interface PostgresOptions {
 }
 
 export function createPostgresDb(options: PostgresOptions): Db {
+  // A multi-host URI (`h1:p1,h2:p2…?target_session_attrs=read-write`) fails over between hosts: see pg-hosts.ts.
+  const connection = postgresConnection(options.connectionString);
   const pool = new pg.Pool({
-    connectionString: options.connectionString,
+    ...connection,
     max: options.poolSize ?? 10,
     application_name: options.applicationName ?? 'switchboard',
     connectionTimeoutMillis: 5_000,
@@ -55,7 +58,7 @@ export function createPostgresDb(options: PostgresOptions): Db {
 
   async function listenerClient(): Promise<pg.Client> {
     listenerReady ??= (async () => {
-      const client = new pg.Client({ connectionString: options.connectionString, application_name: `${options.applicationName ?? 'switchboard'}-listen` });
+      const client = new connection.Client({ connectionString: connection.connectionString, application_name: `${options.applicationName ?? 'switchboard'}-listen` });
       client.on('error', () => {
         // The connection is gone: forget it so the next listen() reconnects and re-subscribes.
         listener = null;
