@@ -92,8 +92,15 @@ show_state() {
   as_owner pg_autoctl show state --pgdata "$monitor_pgdata"
 }
 
+# pg_autoctl prints the URI without a user; clients that are not libpq (node-postgres) do not default to the OS user
+# name, so name the one account trust auth lets in. Retried: the config file may be mid-rewrite.
 formation_uri() {
-  as_owner pg_autoctl show uri --pgdata "$monitor_pgdata" --formation default
+  local uri deadline=$((SECONDS + TIMEOUT_S))
+  until uri=$(as_owner pg_autoctl show uri --pgdata "$monitor_pgdata" --formation default 2>/dev/null); do
+    ((SECONDS < deadline)) || die "timed out reading the formation URI"
+    sleep 0.5
+  done
+  echo "${uri/#postgres:\/\//postgres://$RUN_AS@}"
 }
 
 node_state_is() {
@@ -122,6 +129,7 @@ cmd_start() {
   mkdir -p "$dir"/{logs,run,xdg/config,xdg/data,xdg/run}
   chmod 700 "$dir/xdg/run"
   [[ $EUID -eq 0 ]] && chown -R "$RUN_AS:" "$dir"
+  as_owner test -w "$dir" || die "$RUN_AS cannot write to $dir: every parent directory must be searchable by $RUN_AS"
 
   if [[ -f $dir/ports ]]; then
     # Restart of an existing formation: same ports, `pg_autoctl run` on the existing data directories.
@@ -146,7 +154,6 @@ cmd_start() {
   log "monitor on 127.0.0.1:$monitor_port"
   start_service monitor pg_autoctl create monitor --pgdata "$monitor_pgdata" --pgport "$monitor_port" "${common[@]}" --run
   wait_for "monitor on port $monitor_port" is_ready "$monitor_port"
-  wait_for "monitor URI" monitor_uri
   # Defaults take ~30 s to declare a primary dead; loopback tests want seconds. Values in milliseconds.
   # ALTER SYSTEM refuses to run in a transaction block, so one -c each.
   wait_for "monitor tuning" as_owner "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$monitor_port" -d pg_auto_failover \
@@ -157,8 +164,13 @@ cmd_start() {
     -c "ALTER SYSTEM SET pgautofailover.node_considered_unhealthy_timeout = 3000" \
     -c "ALTER SYSTEM SET pgautofailover.primary_demote_timeout = 5000" \
     -c "SELECT pg_reload_conf()"
-  local monitor
-  monitor=$(monitor_uri)
+  # pg_autoctl rewrites its config file while the monitor settles; a read in between fails, so retry.
+  local monitor=''
+  local deadline=$((SECONDS + TIMEOUT_S))
+  until monitor=$(monitor_uri 2>/dev/null); do
+    ((SECONDS < deadline)) || die "timed out reading the monitor URI"
+    sleep 0.5
+  done
 
   local i port
   for i in 0 1; do
@@ -179,7 +191,7 @@ cmd_start() {
       as_owner pg_autoctl config set --pgdata "${node_pgdata[$i]}" timeout.network_partition_timeout 3 >/dev/null
     fi
   done
-  show_state >&2
+  show_state >&2 || true
   formation_uri
 }
 
