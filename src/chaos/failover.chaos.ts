@@ -98,12 +98,14 @@ describe.skipIf(!(await hasPgAutoFailover()))('failover: the primary dies under 
     const webUrl = `http://127.0.0.1:${webPort}`;
     const web = startRole('web', webPort);
     const worker = startRole('worker', await freePort());
-    await eventually(async () => (await fetch(`${webUrl}/api/health`).catch(() => null))?.ok, { timeoutMs: 60_000, what: 'the web process up' });
+    await eventually(async () => (await fetch(`${webUrl}/api/health`).catch(() => null))?.ok, { timeoutMs: 180_000, what: 'the web process up' });
 
     const password = 'failover-password-0123';
-    await insertCoordinator(db, { email: 'failover@test', name: 'Failover', role: 'coordinator', passwordHash: await hashPassword(password) });
-    const login = await fetch(`${webUrl}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'failover@test', password }) });
-    const { token } = (await login.json()) as { token: string };
+    await insertCoordinator(db, { email: 'failover@test.switchboard', name: 'Failover', role: 'coordinator', passwordHash: await hashPassword(password) });
+    const login = await fetch(`${webUrl}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'failover@test.switchboard', password }) });
+    const loginText = await login.text();
+    expect(login.status, loginText).toBe(200);
+    const { token } = JSON.parse(loginText) as { token: string };
 
     const unavailable: string[] = [];
     /** Sends until answered 2xx, as Twilio redelivers a webhook and a coordinator's browser resends; every retry is counted. */
@@ -114,6 +116,8 @@ describe.skipIf(!(await hasPgAutoFailover()))('failover: the primary dies under 
         if (typeof status === 'number' && status >= 200 && status < 300) return;
         if (typeof status === 'number' && status < 500) throw new Error(`${what}: answered ${status}, a client error that retrying cannot fix`);
         unavailable.push(`${what}: ${status}`);
+        // Nobody restarts our processes here: one that died will not answer again, so say so now.
+        if (exits.length > 0) throw new Error(`${what}: not acknowledged and ${exits.join(', ')}; see the process log above`);
         if (Date.now() > deadline) throw new Error(`${what}: not acknowledged within 120 s (last: ${status})`);
         // A client's back-off between retries, not a synchronisation.
         await new Promise((resolve) => setTimeout(resolve, 200));
