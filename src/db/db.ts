@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { createDurablePglite } from './pglite-durability.ts';
+import { postgresConnection } from './pg-hosts.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -103,8 +104,10 @@ function connectionLost(cause: Error): Error {
 
 export function createPostgresDb(options: PostgresOptions): Db {
   const applicationName = options.applicationName ?? 'switchboard';
+  // A multi-host URI (`h1:p1,h2:p2…?target_session_attrs=read-write`) fails over between hosts: see pg-hosts.ts.
+  const connection = postgresConnection(options.connectionString);
   const pool = new pg.Pool({
-    connectionString: options.connectionString,
+    ...connection,
     max: options.poolSize ?? 10,
     application_name: applicationName,
     connectionTimeoutMillis: 5_000,
@@ -132,7 +135,7 @@ export function createPostgresDb(options: PostgresOptions): Db {
 
   function connectListener(): Promise<{ client: pg.Client; queryable: Queryable }> {
     connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: options.connectionString, application_name: `${applicationName}-listen`, keepAlive: true, connectionTimeoutMillis: 5_000 });
+      const client = new connection.Client({ connectionString: connection.connectionString, application_name: `${applicationName}-listen`, keepAlive: true, connectionTimeoutMillis: 5_000 });
       const watched = watchClient(client);
       client.on('notification', (message) => {
         for (const subscriber of subscribers.get(message.channel) ?? []) subscriber.onNotify(message.payload ?? '');
