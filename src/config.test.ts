@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from './config.ts';
+import { CONNECTION_LIMIT_DEFAULTS } from './http/connection-limits.ts';
 
 const KEY = Buffer.alloc(32, 7).toString('base64');
 
@@ -85,5 +86,18 @@ describe('MEDIA_STORE', () => {
     expect(problems({ S3_BUCKET: 'forgotten' })).toEqual(['MEDIA_STORE: S3_BUCKET is set but MEDIA_STORE is local: set MEDIA_STORE=s3, or unset S3_BUCKET']);
     const bad = problems({ MEDIA_STORE: 'gcs', S3_PREFIX: '/abs', S3_SSE: 'rot13', S3_BUCKET: 'a/b', S3_MAX_ATTEMPTS: '0' });
     expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['MEDIA_STORE', 'S3_BUCKET', 'S3_MAX_ATTEMPTS', 'S3_PREFIX', 'S3_SSE']);
+  });
+});
+
+describe('connection limits', () => {
+  it('defaults to the documented caps, which are the app defaults', () => {
+    expect(parseConfig({}).connectionLimits).toEqual(CONNECTION_LIMIT_DEFAULTS);
+  });
+
+  it('reads every cap from the environment and refuses nonsense', () => {
+    const env = { LIVE_STREAMS_PER_COORDINATOR: '2', LIVE_STREAMS_PER_PROCESS: '30', WEBCHAT_STREAMS_PER_PATIENT: '1', WEBCHAT_STREAMS_PER_PROCESS: '40', VISIT_SOCKETS_PER_PROCESS: '50', VISIT_HELLO_TIMEOUT_MS: '2500' };
+    expect(parseConfig(env).connectionLimits).toEqual({ liveStreamsPerCoordinator: 2, liveStreamsPerProcess: 30, webchatStreamsPerPatient: 1, webchatStreamsPerProcess: 40, visitSocketsPerProcess: 50, visitHelloTimeoutMs: 2500 });
+    const bad = problems({ LIVE_STREAMS_PER_COORDINATOR: '0', WEBCHAT_STREAMS_PER_PROCESS: 'many', VISIT_HELLO_TIMEOUT_MS: '-1' });
+    expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['LIVE_STREAMS_PER_COORDINATOR', 'VISIT_HELLO_TIMEOUT_MS', 'WEBCHAT_STREAMS_PER_PROCESS']);
   });
 });

@@ -41,6 +41,12 @@ const EnvSchema = z
     HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(60_000),
     HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(20_000),
     HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(5_000),
+    LIVE_STREAMS_PER_COORDINATOR: z.coerce.number().int().min(1).max(1_000).default(5),
+    LIVE_STREAMS_PER_PROCESS: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
+    WEBCHAT_STREAMS_PER_PATIENT: z.coerce.number().int().min(1).max(1_000).default(3),
+    WEBCHAT_STREAMS_PER_PROCESS: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
+    VISIT_SOCKETS_PER_PROCESS: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
+    VISIT_HELLO_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
     ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
     META_APP_SECRET: optionalString,
     META_VERIFY_TOKEN: optionalString,
@@ -211,6 +217,15 @@ export interface Config {
   tokenTtlMs: number;
   /** Slow clients are cut off: the whole request, its headers, an idle keep-alive connection. */
   httpTimeouts: { requestMs: number; headersMs: number; keepAliveMs: number };
+  /** Caps on open SSE streams and visit WebSockets per web process (and per coordinator / patient), and the visit hello deadline. */
+  connectionLimits: {
+    liveStreamsPerCoordinator: number;
+    liveStreamsPerProcess: number;
+    webchatStreamsPerPatient: number;
+    webchatStreamsPerProcess: number;
+    visitSocketsPerProcess: number;
+    visitHelloTimeoutMs: number;
+  };
   /** Browser sessions end after this long without a request. */
   sessionIdleMs: number;
   /** How often the worker looks for due routing fallback timers. */
@@ -356,6 +371,14 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
     outboxSettleMs: e.OUTBOX_SETTLE_MS,
     tokenTtlMs: e.TOKEN_TTL_HOURS * 3_600_000,
     httpTimeouts: { requestMs: e.HTTP_REQUEST_TIMEOUT_MS, headersMs: e.HTTP_HEADERS_TIMEOUT_MS, keepAliveMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS },
+    connectionLimits: {
+      liveStreamsPerCoordinator: e.LIVE_STREAMS_PER_COORDINATOR,
+      liveStreamsPerProcess: e.LIVE_STREAMS_PER_PROCESS,
+      webchatStreamsPerPatient: e.WEBCHAT_STREAMS_PER_PATIENT,
+      webchatStreamsPerProcess: e.WEBCHAT_STREAMS_PER_PROCESS,
+      visitSocketsPerProcess: e.VISIT_SOCKETS_PER_PROCESS,
+      visitHelloTimeoutMs: e.VISIT_HELLO_TIMEOUT_MS,
+    },
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,

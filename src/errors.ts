@@ -43,6 +43,13 @@ export class ConflictError extends AppError {
   }
 }
 
+/** 429: a new SSE stream would exceed a cap on open streams (src/http/connection-limits.ts); `details.limit` says which. */
+export class TooManyStreamsError extends AppError {
+  constructor(message: string, limit: 'per_caller' | 'per_process') {
+    super(429, 'too_many_streams', message, { details: { limit } });
+  }
+}
+
 /**
  * A provider refused or failed a send. `retryable` decides whether the outbox tries again; `outcome` says
  * whether the provider may nevertheless have the message (then the next attempt looks it up first).

@@ -6,6 +6,7 @@ import { activitySince, latestActivityId, pruneActivity } from '../db/inbox.ts';
 import { ACTIVITY_CHANNEL } from '../db/notify.ts';
 import { canSeePatient, viewersOfPatient, visiblePatientIds } from '../db/visibility.ts';
 import { UnauthorizedError } from '../errors.ts';
+import { acquireStreamSlot, CONNECTION_LIMIT_DEFAULTS, ConnectionCounter } from './connection-limits.ts';
 import { parseInput, type AppDeps } from './server.ts';
 
 interface LiveClient {
@@ -30,6 +31,8 @@ const HEARTBEAT_MS = 15_000;
 export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { db } = deps;
   const clients = new Set<LiveClient>();
+  const limits = { ...CONNECTION_LIMIT_DEFAULTS, ...deps.connectionLimits };
+  const streams = new ConnectionCounter({ perKey: limits.liveStreamsPerCoordinator, total: limits.liveStreamsPerProcess });
   const send = (client: LiveClient, event: string, data: unknown, id?: number) => {
     client.raw.write(`${id !== undefined ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
@@ -90,6 +93,11 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     const { after } = parseInput(LiveQuery, request.query);
     const lastEventId = Number(request.headers['last-event-id']);
     const resumeFrom = Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : after;
+    // Over a cap the new stream is refused (429), before the hijack, so the error handler still answers it.
+    acquireStreamSlot(streams, caller.id, reply.raw, {
+      perKey: `at most ${limits.liveStreamsPerCoordinator} live streams per user are open at once; close another tab and retry`,
+      perProcess: 'this server has too many live streams open; retry shortly',
+    });
 
     reply.hijack();
     const raw = reply.raw;

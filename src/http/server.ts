@@ -21,6 +21,7 @@ import { registerCallsApiRoutes } from './calls-api.ts';
 import { registerVisitRoutes } from './visits.ts';
 import type { CallSettings } from '../calls/settings.ts';
 import { registerOpsRoutes } from './ops-api.ts';
+import type { ConnectionLimits } from './connection-limits.ts';
 import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
@@ -46,6 +47,8 @@ export interface AppDeps {
   calls?: CallSettings;
   /** How long a client may take to send a request (HTTP_*_TIMEOUT_MS); see HTTP_TIMEOUT_DEFAULTS. */
   httpTimeouts?: Partial<HttpTimeouts>;
+  /** Caps on open SSE streams and visit WebSockets, and the visit hello deadline; see CONNECTION_LIMIT_DEFAULTS. */
+  connectionLimits?: Partial<ConnectionLimits>;
   /** ALERT_TARGETS_ALLOW_PRIVATE: alert rules may name loopback and private target addresses. */
   alertTargetsAllowPrivate?: boolean;
   /** Counters and histograms of this process, and GET /metrics (src/ops/metrics.ts). */

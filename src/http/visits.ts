@@ -13,6 +13,7 @@ import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, record
 import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
 import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { CONNECTION_LIMIT_DEFAULTS } from './connection-limits.ts';
 
 const IdParams = z.object({ id: z.string().max(64) });
 const ChunkParams = z.object({ id: z.string().max(64), index: z.coerce.number().int().min(0).max(100_000) });
@@ -40,6 +41,10 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
   if (!settings) return;
   const { db } = deps;
   const visitSettings = settings.visits;
+  const limits = { ...CONNECTION_LIMIT_DEFAULTS, ...deps.connectionLimits };
+  // Open signaling sockets of this process, hello or not. Per visit side no cap is needed: a join replaces the
+  // side's previous socket (closed with `replaced`), and a socket that never joins is closed at the hello deadline.
+  let openSockets = 0;
 
   // Signaling state is in the database (src/db/visit-signals.ts), so the coordinator and the patient may be on
   // different web processes; this process keeps only its own sockets. One LISTEN per process: a notice names a
@@ -178,6 +183,11 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
         socket.send(JSON.stringify({ type: 'error', message }));
         socket.close(1008, message);
       };
+      // Over the cap the new socket is refused; the open ones are left alone.
+      if (openSockets >= limits.visitSocketsPerProcess) return fail('too many visit connections on this server; retry shortly');
+      openSockets++;
+      // Until its hello a socket proves nothing, so it may not sit on a slot: the page sends hello as soon as it opens.
+      const helloDeadline = setTimeout(() => fail(`no hello within ${limits.visitHelloTimeoutMs} ms`), limits.visitHelloTimeoutMs);
 
       async function handle(raw: Buffer): Promise<void> {
         if (closing) return;
@@ -232,6 +242,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       let queued = 0;
       socket.on('message', (raw: Buffer) => {
         if (closing) return;
+        clearTimeout(helloDeadline);
         if (++queued > MAX_QUEUED_SIGNALS) return fail('too many messages');
         incoming = incoming
           .then(() => handle(raw))
@@ -243,6 +254,8 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       });
       socket.on('close', () => {
         closing = true;
+        openSockets--;
+        clearTimeout(helloDeadline);
         if (connection) void leave(connection);
       });
     });

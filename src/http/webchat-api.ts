@@ -9,6 +9,7 @@ import { storableText } from '../core/text.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
+import { acquireStreamSlot, CONNECTION_LIMIT_DEFAULTS, ConnectionCounter } from './connection-limits.ts';
 import { parseInput, type AppDeps } from './server.ts';
 
 export interface WebchatSettings {
@@ -65,6 +66,9 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
     { onReconnect: () => subscribers.forEach((set) => set.forEach((wake) => wake())) },
   );
   const openStreams = new Set<() => void>();
+  const limits = { ...CONNECTION_LIMIT_DEFAULTS, ...deps.connectionLimits };
+  // Per patient, not per link: every link made for one patient opens the same chat.
+  const streamSlots = new ConnectionCounter({ perKey: limits.webchatStreamsPerPatient, total: limits.webchatStreamsPerProcess });
   app.addHook('preClose', async () => {
     for (const end of [...openStreams]) end();
   });
@@ -164,6 +168,11 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
     const lastEventId = request.headers['last-event-id'];
     const fromHeader = typeof lastEventId === 'string' && /^\d{1,10}$/.test(lastEventId) ? Number(lastEventId) : undefined;
     let lastSent = query.after ?? fromHeader ?? 0;
+    // Over a cap the new stream is refused (429, the page retries with backoff); the open ones are left alone.
+    acquireStreamSlot(streamSlots, patientId, reply.raw, {
+      perKey: `at most ${limits.webchatStreamsPerPatient} chat windows may be open at once; close another one and retry`,
+      perProcess: 'the chat server is busy; retry shortly',
+    });
     // The patient reading their own chat is still an access to PHI: recorded like any other read.
     await appendAudit(db, { actorId: null, action: 'webchat.stream_opened', patientId, detail: { after: lastSent }, ip: request.ip });
 
