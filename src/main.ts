@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
     const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, trustedProxies: config.trustedProxies, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken });
     stops.push(() => web.stop());
     webUrl = web.url;
   }

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { appendAudit } from '../db/audit.ts';
 import { findCoordinatorForLogin, type Coordinator } from '../db/coordinators.ts';
 import type { Db } from '../db/db.ts';
-import { clearLoginFailures, createWebSession, lockoutRemainingMs, recordLoginFailure, revokeAllSessions, revokeWebSession, touchWebSession } from '../db/web-sessions.ts';
+import { admitLoginAttempt, clearLoginAttempts, createWebSession, recordLoginFailure, revokeAllSessions, revokeWebSession, touchWebSession } from '../db/web-sessions.ts';
 import { AppError, ForbiddenError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
@@ -56,12 +56,27 @@ export async function sessionCaller(db: Db, request: FastifyRequest, idleMs = DE
   return session.coordinator;
 }
 
-/** Refuses a sign-in (429, audited) while the account or the client IP is locked out after repeated failures. */
-export async function assertNotLockedOut(db: Db, args: { email: string; ip: string }): Promise<void> {
-  const lockedMs = await lockoutRemainingMs(db, args);
-  if (lockedMs <= 0) return;
-  await appendAudit(db, { actorId: null, action: 'auth.login_locked', detail: { email: args.email }, ip: args.ip });
-  throw new AppError(429, 'locked_out', `too many failed sign-ins; try again in ${Math.ceil(lockedMs / 60_000)} min`, { details: { retryAfterS: Math.ceil(lockedMs / 1000) } });
+/**
+ * Checks an email and password for either sign-in route. Admission (web-sessions.ts admitLoginAttempt) is decided
+ * before the password hash is evaluated; a refusal is `429 locked_out` (audited) and evaluates nothing.
+ */
+export async function authenticate(db: Db, args: { email: string; password: string; ip: string; via: 'token' | 'session' }): Promise<Coordinator & { passwordHash: string }> {
+  const { email, ip } = args;
+  const admission = await admitLoginAttempt(db, { email, ip });
+  if (!admission.allowed) {
+    await appendAudit(db, { actorId: null, action: 'auth.login_locked', detail: { email, by: admission.reason, via: args.via }, ip });
+    const minutes = Math.max(1, Math.ceil(admission.retryAfterMs / 60_000));
+    throw new AppError(429, 'locked_out', `too many failed sign-ins; try again in ${minutes} min`, { details: { retryAfterS: Math.ceil(admission.retryAfterMs / 1000) } });
+  }
+  const coordinator = await findCoordinatorForLogin(db, email);
+  const valid = await verifyPassword(args.password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
+  if (!coordinator || !valid) {
+    await recordLoginFailure(db, { ip });
+    await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email, via: args.via }, ip });
+    throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
+  }
+  await clearLoginAttempts(db, email);
+  return coordinator;
 }
 
 export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps & { sessionIdleMs?: number }): Promise<void> {
@@ -78,15 +93,7 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
     const origin = request.headers.origin;
     if (origin && origin !== publicOrigin && origin !== `${request.protocol}://${request.headers.host}`) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
     const { email, password } = parseInput(LoginBody, request.body);
-    await assertNotLockedOut(db, { email, ip: request.ip });
-    const coordinator = await findCoordinatorForLogin(db, email);
-    const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
-    if (!coordinator || !valid) {
-      await recordLoginFailure(db, { email, ip: request.ip });
-      await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email, via: 'session' }, ip: request.ip });
-      throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
-    }
-    await clearLoginFailures(db, email);
+    const coordinator = await authenticate(db, { email, password, ip: request.ip, via: 'session' });
     const absoluteMs = deps.tokenTtlMs;
     const session = await createWebSession(db, { coordinatorId: coordinator.id, idleMs: Math.min(idleMs, absoluteMs), absoluteMs, ip: request.ip, userAgent: request.headers['user-agent'] ?? null });
     await appendAudit(db, { actorId: coordinator.id, action: 'auth.login', detail: { via: 'session' }, ip: request.ip });
