@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CoordinatorRole } from '../core/types.ts';
 import type { Coordinator } from './coordinators.ts';
 import type { Queryable } from './db.ts';
+import { notifySessionsRevoked } from './notify.ts';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
@@ -44,7 +45,7 @@ export async function touchWebSession(db: Queryable, sessionId: string, idleMs: 
            SELECT coordinator_id, csrf_token, expires_at FROM web_sessions
            WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now() AND absolute_expires_at > now()
              AND NOT EXISTS (SELECT 1 FROM s)) x
-     JOIN coordinators c ON c.id = x.coordinator_id`,
+     JOIN coordinators c ON c.id = x.coordinator_id AND c.disabled_at IS NULL`,
     [sha256(sessionId), idleMs / 1000],
   );
   const row = result.rows[0];
@@ -56,14 +57,37 @@ export async function touchWebSession(db: Queryable, sessionId: string, idleMs: 
   };
 }
 
+/** The name live streams know a session by (see notify.ts SessionsRevoked). */
+export const sessionCredential = (sessionId: string) => `session:${sha256(sessionId)}`;
+export const tokenCredential = (token: string) => `token:${sha256(token)}`;
+
 export async function revokeWebSession(db: Queryable, sessionId: string): Promise<void> {
   await db.query(`UPDATE web_sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [sha256(sessionId)]);
+  await notifySessionsRevoked(db, { credential: sessionCredential(sessionId) });
+}
+
+/**
+ * Which of these credentials ('session:<sha256>' / 'token:<sha256>') still authenticate someone: not revoked,
+ * not expired, account not disabled. Live streams re-check theirs with it on every heartbeat.
+ */
+export async function liveCredentials(db: Queryable, credentials: readonly string[]): Promise<Set<string>> {
+  if (credentials.length === 0) return new Set();
+  const result = await db.query<{ credential: string }>(
+    `SELECT 'session:' || s.id_hash AS credential FROM web_sessions s JOIN coordinators c ON c.id = s.coordinator_id
+     WHERE 'session:' || s.id_hash = ANY($1::text[]) AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() AND c.disabled_at IS NULL
+     UNION ALL
+     SELECT 'token:' || t.token_hash FROM api_tokens t JOIN coordinators c ON c.id = t.coordinator_id
+     WHERE 'token:' || t.token_hash = ANY($1::text[]) AND t.revoked_at IS NULL AND t.expires_at > now() AND c.disabled_at IS NULL`,
+    [credentials],
+  );
+  return new Set(result.rows.map((row) => row.credential));
 }
 
 /** Revokes every session and bearer token of a coordinator (sign out everywhere, or an admin disabling access). */
 export async function revokeAllSessions(db: Queryable, coordinatorId: string): Promise<number> {
   const sessions = await db.query(`UPDATE web_sessions SET revoked_at = now() WHERE coordinator_id = $1 AND revoked_at IS NULL`, [coordinatorId]);
   const tokens = await db.query(`UPDATE api_tokens SET revoked_at = now() WHERE coordinator_id = $1 AND revoked_at IS NULL`, [coordinatorId]);
+  await notifySessionsRevoked(db, { coordinatorId });
   return sessions.rowCount + tokens.rowCount;
 }
 

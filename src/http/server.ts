@@ -34,6 +34,8 @@ export interface AppDeps {
   sessionIdleMs?: number;
   /** IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed (config TRUSTED_PROXIES); unset: none. */
   trustedProxies?: string[];
+  /** How often open live streams get a keep-alive and have their credential re-checked; default 15 s. */
+  liveHeartbeatMs?: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
   /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
