@@ -70,7 +70,7 @@ const EnvSchema = z
       .max(1600)
       .default(DEFAULT_HELP_REPLY),
     WEBCHAT_LINK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
-    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(72),
+    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 7).default(24),
     SMTP_LISTEN_HOST: z.string().default('127.0.0.1'),
     SMTP_LISTEN_PORT: z.union([z.literal('off'), z.coerce.number().int().min(0).max(65535)]).default(2525),
     SMTP_HOST: optionalString,

@@ -112,7 +112,7 @@ async function main(): Promise<void> {
       ...DEMO_LOGINS.map((login) => `    ${login.role.padEnd(11)} ${login.email}  ${login.password}`),
       `  Send a patient SMS:  npm run simulate -- sms --from +15551234567 "I need a refill"`,
       `  Send a patient email: npm run simulate -- email --from pat@example.org "Can I move my appointment?"`,
-      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a signed link)`,
+      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a chat link)`,
     );
     if (info.fakeMetaUrl) {
       lines.push(
