@@ -87,3 +87,14 @@ describe('MEDIA_STORE', () => {
     expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['MEDIA_STORE', 'S3_BUCKET', 'S3_MAX_ATTEMPTS', 'S3_PREFIX', 'S3_SSE']);
   });
 });
+
+describe('TRUSTED_PROXIES', () => {
+  it('reads IPs and CIDRs, defaults to none, and refuses malformed entries and the old TRUST_PROXY', () => {
+    expect(parseConfig({}).trustedProxies).toEqual([]);
+    // (Web chat links: short-lived by default.)
+    expect(parseConfig({}).webchat.linkTtlMs).toBe(24 * 3_600_000);
+    expect(parseConfig({ TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.5,::1' }).trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.5', '::1']);
+    expect(problems({ TRUSTED_PROXIES: '10.0.0.0/33,proxy.local' })[0]).toMatch(/^TRUSTED_PROXIES/);
+    expect(problems({ TRUST_PROXY: '1' })[0]).toMatch(/^TRUST_PROXY: .*TRUSTED_PROXIES/);
+  });
+});

@@ -1,16 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { appendAudit, listAudit } from '../db/audit.ts';
-import { findCoordinatorByToken, findCoordinatorForLogin, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
+import { findCoordinatorByToken, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
 import { canAccessPatient, listInbox, readTimeline } from '../db/patients.ts';
 import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
 import { FallbackTargetSchema } from '../core/routing/rules.ts';
-import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
-import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { hashPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
-import { assertNotLockedOut, sessionCaller } from './session-api.ts';
-import { recordLoginFailure } from '../db/web-sessions.ts';
+import { authenticate, sessionCaller } from './session-api.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -79,14 +78,7 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   app.post('/api/auth/login', async (request, reply) => {
     const { email, password } = parseInput(LoginBody, request.body);
-    await assertNotLockedOut(db, { email, ip: request.ip });
-    const coordinator = await findCoordinatorForLogin(db, email);
-    const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
-    if (!coordinator || !valid) {
-      await recordLoginFailure(db, { email, ip: request.ip });
-      await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email }, ip: request.ip });
-      throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
-    }
+    const coordinator = await authenticate(db, { email, password, ip: request.ip, via: 'token' });
     const { token, expiresAt } = await issueToken(db, coordinator.id, deps.tokenTtlMs);
     await appendAudit(db, { actorId: coordinator.id, action: 'auth.login', ip: request.ip });
     return reply.send({ token, expiresAt, coordinator: { id: coordinator.id, name: coordinator.name, email: coordinator.email, role: coordinator.role } });

@@ -32,6 +32,10 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Browser sessions expire after this long without a request (and at tokenTtlMs after sign-in regardless). */
   sessionIdleMs?: number;
+  /** IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed (config TRUSTED_PROXIES); unset: none. */
+  trustedProxies?: string[];
+  /** How often open live streams get a keep-alive and have their credential re-checked; default 15 s. */
+  liveHeartbeatMs?: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
   /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
@@ -81,8 +85,9 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
     // pino's Logger is a FastifyBaseLogger; widening keeps route helpers typed against the plain FastifyInstance.
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 256 * 1024,
-    // Behind a proxy, set trustProxy so `request.ip` in the audit log is the client, not the proxy.
-    trustProxy: process.env.TRUST_PROXY === '1',
+    // X-Forwarded-For is believed only from the configured proxies (proxy-addr walks it from the peer back, stopping
+    // at the first untrusted hop), so `request.ip` (audit log, sign-in throttling) cannot be chosen by a client.
+    trustProxy: deps.trustedProxies && deps.trustedProxies.length > 0 ? deps.trustedProxies : false,
   });
 
   // Webhook signatures cover the exact bytes, so forms reach handlers unparsed; each adapter parses after verifying.
