@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { appendAudit, listAudit } from '../db/audit.ts';
 import { findCoordinatorByToken, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
+import { resolveUncertainDelivery } from '../db/delivery-resolution.ts';
 import { canAccessPatient, listInbox, readTimeline } from '../db/patients.ts';
 import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
 import { FallbackTargetSchema } from '../core/routing/rules.ts';
@@ -20,6 +21,8 @@ declare module 'fastify' {
 const LoginBody = z.object({ email: z.email().max(320), password: z.string().min(1).max(1024) });
 const PatientParams = z.object({ id: z.string().max(64) });
 const SendBody = z.object({ body: z.string().trim().min(1, 'body must not be empty').max(1600), idempotencyKey: z.string().min(1).max(200).optional() });
+const MessageParams = z.object({ id: z.string().max(64), messageId: z.uuid() });
+const DeliveryBody = z.object({ resolution: z.enum(['resend', 'delivered', 'cancel']) });
 const HandoffBody = z
   .object({
     toCoordinatorId: z.uuid().optional(),
@@ -121,6 +124,18 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     if ('error' in result) throw new ConflictError(result.error, result.reason);
     if (!result.replayed) await appendAudit(db, { actorId: caller.id, action: 'message.send', patientId, detail: { messageId: result.messageId, channel: result.channel }, ip: request.ip });
     return reply.status(result.replayed ? 200 : 201).send(result);
+  });
+
+  /** A coordinator settles a reply whose delivery is uncertain (the provider could not be asked): resend, it arrived, or cancel. */
+  app.post('/api/patients/:id/messages/:messageId/delivery', async (request) => {
+    const { caller, patientId } = await requirePatient(request);
+    const { messageId } = parseInput(MessageParams, request.params);
+    const { resolution } = parseInput(DeliveryBody, request.body);
+    const result = await resolveUncertainDelivery(db, { patientId, messageId, resolution });
+    if (!result.ok && result.reason === 'not_found') throw new NotFoundError('message');
+    if (!result.ok) throw new ConflictError('not_uncertain', 'this message is not waiting for a delivery decision');
+    await appendAudit(db, { actorId: caller.id, action: 'message.delivery_resolve', patientId, detail: { messageId, resolution }, ip: request.ip });
+    return { patientId, messageId, resolution, status: result.status };
   });
 
   app.post('/api/patients/:id/handoff', async (request, reply) => {
