@@ -45,9 +45,13 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
   const { db } = deps;
   app.decorateRequest('caller', null);
 
-  /** Every /api route but login and health needs a bearer token. */
+  /**
+   * Every /api route but login and health needs a bearer token. Decided on the route the router matched (its
+   * decoded pattern), never on the raw URL: `/%61pi/…` reaches the `/api/…` route.
+   */
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health') || request.url.startsWith('/api/session/login')) return;
+    const route = request.routeOptions.url;
+    if (!route?.startsWith('/api/') || route === '/api/auth/login' || route === '/api/health' || route === '/api/session/login') return;
     const header = request.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     // The web app signs in with a session cookie (and a CSRF header on writes) instead: see session-api.ts.

@@ -31,7 +31,7 @@ export async function registerCallsApiRoutes(app: FastifyInstance, deps: AppDeps
   app.get('/api/search', async (request) => {
     const caller = callerOf(request);
     const { q, limit } = parseInput(SearchQuery, request.query);
-    const hits = await searchPatientContent(db, { q, coordinatorId: caller.role === 'coordinator' ? caller.id : null, limit });
+    const hits = await searchPatientContent(db, { q, viewer: caller, limit });
     await appendAudit(db, { actorId: caller.id, action: 'search', detail: { q, hits: hits.length, patients: [...new Set(hits.map((hit) => hit.patientId))] }, ip: request.ip });
     return { q, hits };
   });

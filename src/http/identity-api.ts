@@ -37,6 +37,11 @@ export async function registerIdentityRoutes(app: FastifyInstance, deps: AppDeps
     const { id } = parseInput(PatientParams, request.params);
     const input = parseInput(LinkBody, request.body);
     await requireAccess(caller, id);
+    // Web chat identities (`patient:<id>`) are made by the system for the patient a chat link names; linking one by
+    // hand would route that patient's chat into this thread.
+    if (input.channel === 'webchat' || input.address.trim().toLowerCase().startsWith('patient:')) {
+      throw new BadRequestError('system_identity', 'web chat identities are created by chat links, not linked by hand');
+    }
     const normalised = normaliseAddress(input.channel, input.address, deps.defaultPhoneCountry);
     if (!normalised.ok) throw new BadRequestError('invalid_address', normalised.reason);
     const result = await linkIdentity(db, { patientId: id, channel: input.channel, address: normalised.address, actorId: caller.id });

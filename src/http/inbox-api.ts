@@ -19,7 +19,7 @@ import {
 } from '../db/inbox.ts';
 import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
 import { listReplyCandidates } from '../db/fallback.ts';
-import { canSeePatient } from '../db/visibility.ts';
+import { canSeePatient, supervisesCoordinator, supervisesTeam } from '../db/visibility.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { registerLiveRoutes } from './live.ts';
 import { parseInput, type AppDeps } from './server.ts';
@@ -196,6 +196,9 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
   app.post('/api/supervisor/reassign', async (request) => {
     const caller = requireSupervisor(request);
     const input = parseInput(ReassignBody, request.body);
+    // Targets outside the supervisor's teams are "no such coordinator/team", as in POST /api/routing/reassign.
+    if (input.toCoordinatorId && !(await supervisesCoordinator(db, caller, input.toCoordinatorId))) throw new NotFoundError('coordinator');
+    if (input.toTeamId && !(await supervisesTeam(db, caller, input.toTeamId))) throw new NotFoundError('team');
     const results: Array<{ patientId: string; ok: boolean; error?: string }> = [];
     for (const patientId of input.patientIds) {
       if (!(await canSeePatient(db, caller, patientId))) {

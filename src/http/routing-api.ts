@@ -24,6 +24,7 @@ import {
   setCoordinatorStatus,
 } from '../db/handoffs.ts';
 import { canAccessPatient } from '../db/patients.ts';
+import { supervisesCoordinator, supervisesTeam } from '../db/visibility.ts';
 import { loadPatientState, previewDecision } from '../db/routing.ts';
 import {
   BUILT_IN_RULE_SET,
@@ -92,6 +93,13 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     if (error.code === 'not_yours' || error.code === 'not_a_member') throw new ForbiddenError(error.code, error.message);
     throw new BadRequestError(error.code, error.message);
   };
+  /** A supervisor moves patients only from and to their own teams' members and teams (404 otherwise, as for none); admins anywhere. */
+  async function requireBulkScope(caller: Coordinator, ids: { fromCoordinatorId?: string; toCoordinatorId?: string; toTeamId?: string }): Promise<void> {
+    for (const coordinatorId of [ids.fromCoordinatorId, ids.toCoordinatorId]) {
+      if (coordinatorId && !(await supervisesCoordinator(db, caller, coordinatorId))) throw new NotFoundError('coordinator');
+    }
+    if (ids.toTeamId && !(await supervisesTeam(db, caller, ids.toTeamId))) throw new NotFoundError('team');
+  }
   const invalidRuleSet = (errors: unknown) =>
     new AppError(422, 'invalid_rule_set', 'the rule set was rejected; the active version is unchanged', { details: errors });
 
@@ -247,7 +255,8 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
   app.get('/api/teams/:id/queue', async (request) => {
     const caller = callerOf(request);
     const { id } = parseInput(z.object({ id: uuid }), request.params);
-    if (caller.role === 'coordinator' && !(await isTeamMember(db, caller.id, id))) throw new NotFoundError('team');
+    // Members see their team's queue (a supervisor supervises only teams they belong to); admins every team's.
+    if (caller.role !== 'admin' && !(await isTeamMember(db, caller.id, id))) throw new NotFoundError('team');
     const patients = await listTeamQueue(db, id);
     await appendAudit(db, { actorId: caller.id, action: 'queue.read', detail: { teamId: id, patients: patients.length }, ip: request.ip });
     return { teamId: id, patients };
@@ -280,6 +289,8 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     const caller = callerOf(request);
     const { id } = parseInput(z.object({ id: uuid }), request.params);
     if (id !== caller.id && caller.role === 'coordinator') throw new ForbiddenError('not_yours', 'coordinators may only set their own status');
+    // A supervisor sets the status of their own teams' members only: someone else's is "no such coordinator".
+    if (!(await supervisesCoordinator(db, caller, id))) throw new NotFoundError('coordinator');
     const body = parseInput(StatusBody, request.body);
     const result = await setCoordinatorStatus(db, { coordinatorId: id, ...body, actorId: caller.id, now: now() }).catch(refused);
     await appendAudit(db, { actorId: caller.id, action: 'coordinator.status', detail: { coordinatorId: id, from: result.previous, to: body.status, returned: result.returned.length }, ip: request.ip });
@@ -289,6 +300,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
   app.post('/api/routing/reassign', async (request) => {
     const caller = requireRole(request, ['supervisor', 'admin']);
     const body = parseInput(ReassignBody, request.body);
+    await requireBulkScope(caller, { fromCoordinatorId: body.fromCoordinatorId, toCoordinatorId: body.toCoordinatorId, toTeamId: body.toTeamId });
     const moved = await reassignAll(db, { ...body, note: body.note ?? null, actorId: caller.id, now: now() }).catch(refused);
     for (const patientId of moved) {
       await appendAudit(db, { actorId: caller.id, action: 'patient.reassign', patientId, detail: { from: body.fromCoordinatorId, to: body.toCoordinatorId ?? null, toTeam: body.toTeamId ?? null, bulk: true }, ip: request.ip });

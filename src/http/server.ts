@@ -82,6 +82,14 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
 
+  // Patient information must not linger in browser or proxy caches: every API answer is no-store (unless a route
+  // chose its own, e.g. recordings' `private, no-store`). Over https, browsers are told to never try http.
+  const hsts = new URL(deps.publicBaseUrl).protocol === 'https:';
+  app.addHook('onSend', async (request, reply) => {
+    if (hsts) reply.header('strict-transport-security', 'max-age=31536000');
+    if ((request.routeOptions.url ?? request.url).startsWith('/api/') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  });
+
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);
   await registerInboxRoutes(app, deps);

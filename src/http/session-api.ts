@@ -76,7 +76,8 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   app.post('/api/session/login', async (request, reply) => {
     // Login CSRF: a form on another site may post here; refuse any browser request from a foreign origin.
     const origin = request.headers.origin;
-    if (origin && origin !== publicOrigin && origin !== `${request.protocol}://${request.headers.host}`) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
+    // Compared with the configured public origin only: the Host header is the client's to choose.
+    if (origin && origin !== publicOrigin) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
     const { email, password } = parseInput(LoginBody, request.body);
     await assertNotLockedOut(db, { email, ip: request.ip });
     const coordinator = await findCoordinatorForLogin(db, email);
