@@ -5,8 +5,8 @@ import type { Coordinator } from '../db/coordinators.ts';
 import { activitySince, latestActivityId, pruneActivity } from '../db/inbox.ts';
 import { ACTIVITY_CHANNEL } from '../db/notify.ts';
 import { canSeePatient, viewersOfPatient, visiblePatientIds } from '../db/visibility.ts';
-import { UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { CALLER, callerOf, policy } from './policy.ts';
 
 interface LiveClient {
   caller: Coordinator;
@@ -73,9 +73,8 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     await unlisten();
   });
 
-  app.get('/api/live', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
+  app.get('/api/live', policy(CALLER), async (request, reply) => {
+    const caller = callerOf(request);
     const { after } = parseInput(LiveQuery, request.query);
     const lastEventId = Number(request.headers['last-event-id']);
     const resumeFrom = Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : after;

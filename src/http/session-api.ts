@@ -9,6 +9,7 @@ import { clearLoginFailures, createWebSession, lockoutRemainingMs, recordLoginFa
 import { AppError, ForbiddenError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { ADMIN, CALLER, PUBLIC, callerOf, policy } from './policy.ts';
 
 export const SESSION_COOKIE = 'sb_session';
 export const CSRF_HEADER = 'x-csrf-token';
@@ -73,7 +74,7 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   const setCookie = (reply: FastifyReply, value: string, maxAgeS: number) =>
     reply.header('set-cookie', stringifySetCookie({ name: SESSION_COOKIE, value, httpOnly: true, secure, sameSite: 'strict', path: '/', maxAge: maxAgeS }));
 
-  app.post('/api/session/login', async (request, reply) => {
+  app.post('/api/session/login', policy(PUBLIC), async (request, reply) => {
     // Login CSRF: a form on another site may post here; refuse any browser request from a foreign origin.
     const origin = request.headers.origin;
     // Compared with the configured public origin only: the Host header is the client's to choose.
@@ -97,14 +98,14 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** Who the cookie belongs to, and the CSRF token the app must send back (the app calls this on load). */
-  app.get('/api/session', async (request) => {
+  app.get('/api/session', policy(CALLER), async (request) => {
     const sessionId = sessionIdOf(request);
     const session = sessionId ? await touchWebSession(db, sessionId, idleMs) : null;
     if (!session) throw new UnauthorizedError('no session');
     return { coordinator: session.coordinator, csrfToken: session.csrfToken, expiresAt: session.expiresAt };
   });
 
-  app.post('/api/session/logout', async (request, reply) => {
+  app.post('/api/session/logout', policy(CALLER), async (request, reply) => {
     const sessionId = sessionIdOf(request);
     if (sessionId) await revokeWebSession(db, sessionId);
     if (request.caller) await appendAudit(db, { actorId: request.caller.id, action: 'auth.logout', detail: { via: 'session' }, ip: request.ip });
@@ -113,19 +114,16 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** Signs the caller out everywhere: every browser session and bearer token. */
-  app.post('/api/session/revoke-all', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
+  app.post('/api/session/revoke-all', policy(CALLER), async (request, reply) => {
+    const caller = callerOf(request);
     const revoked = await revokeAllSessions(db, caller.id);
     await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_all', detail: { revoked }, ip: request.ip });
     setCookie(reply, '', 0);
     return reply.send({ revoked });
   });
 
-  app.post('/api/admin/coordinators/:id/revoke-sessions', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
+  app.post('/api/admin/coordinators/:id/revoke-sessions', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(z.object({ id: z.uuid() }), request.params);
     const revoked = await revokeAllSessions(db, id);
     await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_sessions', detail: { coordinatorId: id, revoked }, ip: request.ip });

@@ -8,11 +8,15 @@ import { renderVisitPage } from '../calls/visit-page.ts';
 import { appendAudit } from '../db/audit.ts';
 import { findCoordinatorByToken, type Coordinator } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
-import { canAccessPatient } from '../db/patients.ts';
+import { canSeePatient } from '../db/visibility.ts';
 import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, recordVisitConsent, relayVisitSignal, takeVisitSignal, VISIT_SIGNALS_CHANNEL, type VisitSide } from '../db/visit-signals.ts';
 import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
 import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, PUBLIC, callerOf, patientRoute, policy, requirePatientVisible, type RoutePolicy } from './policy.ts';
+
+/** A visit's routes: any coordinator who may see the visit's patient (the handler looks the visit up). */
+const VISIT = { auth: 'caller', scope: { handler: "the visit's patient" } } as const satisfies RoutePolicy;
 
 const IdParams = z.object({ id: z.string().max(64) });
 const ChunkParams = z.object({ id: z.string().max(64), index: z.coerce.number().int().min(0).max(100_000) });
@@ -78,22 +82,16 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     await unlisten().catch(() => {});
   });
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
   async function requireVisit(request: FastifyRequest, id: string): Promise<{ caller: Coordinator; visit: VisitRow }> {
     const caller = callerOf(request);
     const visit = await findVisit(db, id);
-    if (!visit || !(await canAccessPatient(db, caller, visit.patientId))) throw new NotFoundError('visit');
+    if (!visit) throw new NotFoundError('visit');
+    await requirePatientVisible(db, caller, visit.patientId, 'visit');
     return { caller, visit };
   }
 
-  app.post('/api/patients/:id/visits', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id: patientId } = parseInput(IdParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/visits', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const { visit, token } = await createVisit(db, { patientId, coordinatorId: caller.id, ttlMs: visitSettings.linkTtlMs });
     const joinUrl = `${deps.publicBaseUrl}/visit/${visit.id}#t=${token}`;
     const minutes = Math.round(visitSettings.linkTtlMs / 60_000);
@@ -109,10 +107,10 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     return reply.status(201).send({ visitId: visit.id, seq: visit.seq, hostUrl: `${deps.publicBaseUrl}/visits/${visit.id}/host`, expiresAt: visit.expiresAt, invite: { messageId: sent.messageId, channel: sent.channel } });
   });
 
-  app.get('/visits/:id/host', async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
-  app.get('/visit/:id', async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
+  app.get('/visits/:id/host', policy(PUBLIC), async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
+  app.get('/visit/:id', policy(PUBLIC), async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
 
-  app.get('/api/visits/:id/recording/chunks', async (request) => {
+  app.get('/api/visits/:id/recording/chunks', policy(VISIT), async (request) => {
     const { id } = parseInput(IdParams, request.params);
     const { visit } = await requireVisit(request, id);
     return { visitId: visit.id, chunks: await listChunks(db, visit.id) };
@@ -123,7 +121,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     scope.addContentTypeParser([...WEBM_TYPES], { parseAs: 'buffer', bodyLimit: visitSettings.maxChunkBytes }, (_request, body, done) => done(null, body));
     await scope.register(fastifyWebsocket, { options: { maxPayload: 256 * 1024 } });
 
-    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes }, async (request, reply) => {
+    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes, ...policy(VISIT) }, async (request, reply) => {
       const { id, index } = parseInput(ChunkParams, request.params);
       const { visit } = await requireVisit(request, id);
       const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -140,7 +138,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       return reply.status(204).send();
     });
 
-    scope.post('/api/visits/:id/recording/complete', async (request, reply) => {
+    scope.post('/api/visits/:id/recording/complete', policy(VISIT), async (request, reply) => {
       const { id } = parseInput(IdParams, request.params);
       const { caller, visit } = await requireVisit(request, id);
       const body = parseInput(CompleteBody, request.body ?? {});
@@ -168,7 +166,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
      * Signaling: the first message authenticates (coordinator bearer token or patient join token); then consent and
      * SDP/ICE relay. The peer may be on another web process: everything goes through the database (see above).
      */
-    scope.get('/ws/visits/:id', { websocket: true }, (socket: WebSocket, request) => {
+    scope.get('/ws/visits/:id', { websocket: true, ...policy({ auth: 'link', link: 'visit' }) }, (socket: WebSocket, request) => {
       const visitId = (request.params as { id: string }).id;
       let connection: LocalConnection | undefined;
       let actorId: string | null = null;
@@ -193,7 +191,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
           if (hello.data.role === 'coordinator') {
             const caller = await findCoordinatorByToken(db, hello.data.token);
             const visit = caller ? await findVisit(db, visitId) : null;
-            if (!caller || !visit || !(await canAccessPatient(db, caller, visit.patientId))) return fail('not allowed');
+            if (!caller || !visit || !(await canSeePatient(db, caller, visit.patientId))) return fail('not allowed');
             actorId = caller.id;
           } else if (!(await findVisitByToken(db, visitId, hello.data.token))) {
             return fail('the link is invalid or has expired');

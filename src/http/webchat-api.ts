@@ -4,11 +4,12 @@ import { z } from 'zod';
 import { WEBCHAT_PROVIDER } from '../channels/webchat.ts';
 import { appendAudit } from '../db/audit.ts';
 import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
-import { canAccessPatient, recordInbound } from '../db/patients.ts';
+import { recordInbound } from '../db/patients.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, PUBLIC, patientRoute, policy } from './policy.ts';
 
 export interface WebchatSettings {
   /** HMAC key for chat links (WEBCHAT_LINK_SECRET). */
@@ -26,8 +27,6 @@ const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; conne
 const MAX_BODY_CHARS = 4000;
 const STREAM_PAGE = 200;
 
-// As in api.ts: an id that is no patient's is a 404, like a patient the caller may not see.
-const LinkParams = z.object({ id: z.string().max(64) });
 const LinkBody = z.object({
   send: z.boolean().default(false),
   ttlHours: z.number().min(0.01).max(24 * 30).optional(),
@@ -86,16 +85,13 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       .header('cache-control', 'no-store')
       .type(PAGE_FILES[name])
       .send(pages[name]);
-  app.get('/chat', sendPage('index.html'));
-  app.get('/chat/chat.js', sendPage('chat.js'));
-  app.get('/chat/chat.css', sendPage('chat.css'));
+  app.get('/chat', policy(PUBLIC), sendPage('index.html'));
+  app.get('/chat/chat.js', policy(PUBLIC), sendPage('chat.js'));
+  app.get('/chat/chat.css', policy(PUBLIC), sendPage('chat.css'));
 
   /** A coordinator makes a link for one of their patients and, optionally, sends it as a normal reply. */
-  app.post('/api/patients/:id/webchat-link', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    const { id: patientId } = parseInput(LinkParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/webchat-link', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const input = parseInput(LinkBody, request.body ?? {});
     const expiresAt = new Date(Date.now() + (input.ttlHours !== undefined ? input.ttlHours * 3_600_000 : settings.linkTtlMs));
     const url = `${deps.publicBaseUrl}/chat#${createWebchatToken(settings.linkSecret, { patientId, expiresAt })}`;
@@ -115,7 +111,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** A patient's message from the page: an inbound message on channel webchat, deduplicated by the page's own id. */
-  app.post('/chat/api/messages', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+  app.post('/chat/api/messages', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
     const patientId = patientOf(request);
     const input = parseInput(PatientMessageBody, request.body);
     const address = webchatAddress(patientId);
@@ -137,7 +133,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** The page's receipts for our replies: `delivered` when it rendered them, `read` when it was visible. */
-  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
     const patientId = patientOf(request);
     const input = parseInput(ReceiptBody, request.body);
     const own = await filterOwnOutbound(db, patientId, input.messageIds);
@@ -151,7 +147,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
    * Server-sent events: replays the stream after `?after=` or `Last-Event-ID` from the database, then follows it
    * live. Each event's id is its stream position, so a reconnecting client resumes exactly where it stopped.
    */
-  app.get('/chat/api/stream', async (request, reply) => {
+  app.get('/chat/api/stream', policy({ auth: 'link', link: 'webchat' }), async (request, reply) => {
     const { patientId, expiresAt } = claimsOf(request);
     const query = parseInput(StreamQuery, request.query);
     const lastEventId = request.headers['last-event-id'];
