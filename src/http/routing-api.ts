@@ -18,13 +18,12 @@ import {
   declineHandoff,
   findHandoff,
   HandoffRefused,
-  isTeamMember,
   listTeamQueue,
   reassignAll,
   setCoordinatorStatus,
 } from '../db/handoffs.ts';
 import { supervisesCoordinator, supervisesTeam } from '../db/visibility.ts';
-import { loadPatientState, previewDecision } from '../db/routing.ts';
+import { previewDecision } from '../db/routing.ts';
 import {
   BUILT_IN_RULE_SET,
   checkRuleSet,
@@ -34,7 +33,7 @@ import {
   loadActiveRules,
   saveRuleSet,
 } from '../db/routing-rules.ts';
-import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
 import { ADMIN, PATIENT, SUPERVISOR, callerOf, patientRoute, policy, requirePatientVisible } from './policy.ts';
 

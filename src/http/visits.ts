@@ -11,7 +11,7 @@ import { createOutbound } from '../db/messages.ts';
 import { canSeePatient } from '../db/visibility.ts';
 import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, recordVisitConsent, relayVisitSignal, takeVisitSignal, VISIT_SIGNALS_CHANNEL, type VisitSide } from '../db/visit-signals.ts';
 import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
-import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
 import { PATIENT, PUBLIC, callerOf, patientRoute, policy, requirePatientVisible, type RoutePolicy } from './policy.ts';
 

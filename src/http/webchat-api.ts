@@ -6,7 +6,7 @@ import { appendAudit } from '../db/audit.ts';
 import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
 import { recordInbound } from '../db/patients.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
-import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { ConflictError, ForbiddenError, UnauthorizedError } from '../errors.ts';
 import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
 import { parseInput, type AppDeps } from './server.ts';
 import { PATIENT, PUBLIC, patientRoute, policy } from './policy.ts';
