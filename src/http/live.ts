@@ -7,11 +7,11 @@ import { activitySince, latestActivityId, pruneActivity } from '../db/inbox.ts';
 import { ACTIVITY_CHANNEL, SESSIONS_REVOKED_CHANNEL } from '../db/notify.ts';
 import { liveCredentials, sessionCredential, tokenCredential } from '../db/web-sessions.ts';
 import { canSeePatient, viewersOfPatient, visiblePatientIds } from '../db/visibility.ts';
-import { UnauthorizedError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { CALLER, callerOf, policy } from './policy.ts';
 import { SESSION_COOKIE } from './session-api.ts';
 
-/** The credential the request authenticated with, as api.ts's onRequest hook chose it (bearer first, else the cookie). */
+/** The credential the request authenticated with, as policy.ts's onRequest hook chose it (bearer first, else the cookie). */
 function credentialOf(request: FastifyRequest): string {
   const header = request.headers.authorization;
   if (header?.startsWith('Bearer ')) return tokenCredential(header.slice(7).trim());
@@ -125,9 +125,8 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     await unlistenRevoked();
   });
 
-  app.get('/api/live', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
+  app.get('/api/live', policy(CALLER), async (request, reply) => {
+    const caller = callerOf(request);
     const { after } = parseInput(LiveQuery, request.query);
     const lastEventId = Number(request.headers['last-event-id']);
     const resumeFrom = Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : after;

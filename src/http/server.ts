@@ -21,6 +21,7 @@ import { registerCallsApiRoutes } from './calls-api.ts';
 import { registerVisitRoutes } from './visits.ts';
 import type { CallSettings } from '../calls/settings.ts';
 import { registerOpsRoutes } from './ops-api.ts';
+import { installPolicy, type RegisteredRoute } from './policy.ts';
 import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
@@ -56,6 +57,8 @@ export interface AppDeps {
   metrics?: OpsMetrics;
   /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
   metricsToken?: string;
+  /** Sees every route as it is registered, with its policy (the route-table test collects them). */
+  onRouteRegistered?: (route: RegisteredRoute) => void;
 }
 
 export interface HttpTimeouts {
@@ -112,6 +115,17 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+
+  // Before any route: every route must declare who may call it, enforced on the route the router matched.
+  installPolicy(app, { db: deps.db, sessionIdleMs: deps.sessionIdleMs, onRouteRegistered: deps.onRouteRegistered });
+
+  // Patient information must not linger in browser or proxy caches: every API answer is no-store (unless a route
+  // chose its own, e.g. recordings' `private, no-store`). Over https, browsers are told to never try http.
+  const hsts = new URL(deps.publicBaseUrl).protocol === 'https:';
+  app.addHook('onSend', async (request, reply) => {
+    if (hsts) reply.header('strict-transport-security', 'max-age=31536000');
+    if ((request.routeOptions.url ?? request.url).startsWith('/api/') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  });
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);

@@ -9,6 +9,7 @@ import { admitLoginAttempt, clearLoginAttempts, createWebSession, recordLoginFai
 import { AppError, BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { ADMIN, CALLER, PUBLIC, callerOf, policy } from './policy.ts';
 
 export const SESSION_COOKIE = 'sb_session';
 export const CSRF_HEADER = 'x-csrf-token';
@@ -93,10 +94,11 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   const setCookie = (reply: FastifyReply, value: string, maxAgeS: number) =>
     reply.header('set-cookie', stringifySetCookie({ name: SESSION_COOKIE, value, httpOnly: true, secure, sameSite: 'strict', path: '/', maxAge: maxAgeS }));
 
-  app.post('/api/session/login', async (request, reply) => {
+  app.post('/api/session/login', policy(PUBLIC), async (request, reply) => {
     // Login CSRF: a form on another site may post here; refuse any browser request from a foreign origin.
     const origin = request.headers.origin;
-    if (origin && origin !== publicOrigin && origin !== `${request.protocol}://${request.headers.host}`) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
+    // Compared with the configured public origin only: the Host header is the client's to choose.
+    if (origin && origin !== publicOrigin) throw new ForbiddenError('csrf', 'cross-origin sign-in refused');
     const { email, password } = parseInput(LoginBody, request.body);
     const coordinator = await authenticate(db, { email, password, ip: request.ip, via: 'session' });
     const absoluteMs = deps.tokenTtlMs;
@@ -108,14 +110,14 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** Who the cookie belongs to, and the CSRF token the app must send back (the app calls this on load). */
-  app.get('/api/session', async (request) => {
+  app.get('/api/session', policy(CALLER), async (request) => {
     const sessionId = sessionIdOf(request);
     const session = sessionId ? await touchWebSession(db, sessionId, idleMs) : null;
     if (!session) throw new UnauthorizedError('no session');
     return { coordinator: session.coordinator, csrfToken: session.csrfToken, expiresAt: session.expiresAt };
   });
 
-  app.post('/api/session/logout', async (request, reply) => {
+  app.post('/api/session/logout', policy(CALLER), async (request, reply) => {
     const sessionId = sessionIdOf(request);
     if (sessionId) await revokeWebSession(db, sessionId);
     if (request.caller) await appendAudit(db, { actorId: request.caller.id, action: 'auth.logout', detail: { via: 'session' }, ip: request.ip });
@@ -124,19 +126,16 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** Signs the caller out everywhere: every browser session and bearer token. */
-  app.post('/api/session/revoke-all', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
+  app.post('/api/session/revoke-all', policy(CALLER), async (request, reply) => {
+    const caller = callerOf(request);
     const revoked = await revokeAllSessions(db, caller.id);
     await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_all', detail: { revoked }, ip: request.ip });
     setCookie(reply, '', 0);
     return reply.send({ revoked });
   });
 
-  app.post('/api/admin/coordinators/:id/revoke-sessions', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
+  app.post('/api/admin/coordinators/:id/revoke-sessions', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(z.object({ id: z.uuid() }), request.params);
     const revoked = await revokeAllSessions(db, id);
     await appendAudit(db, { actorId: caller.id, action: 'auth.revoke_sessions', detail: { coordinatorId: id, revoked }, ip: request.ip });
@@ -149,8 +148,8 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
    * cannot sign in (403 account_disabled). A reset sets the password the admin chose (≥ 12 characters), to be
    * handed over out of band; no password is generated or shown by the server.
    */
-  app.post('/api/admin/coordinators/:id/disable', async (request, reply) => {
-    const caller = requireAdminCaller(request);
+  app.post('/api/admin/coordinators/:id/disable', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(CoordinatorParams, request.params);
     if (id === caller.id) throw new BadRequestError('cannot_disable_self', 'an admin cannot disable their own account');
     const coordinator = await db.transaction(async (tx) => {
@@ -162,16 +161,16 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
     return reply.send({ id, disabled: true, revoked: coordinator.revoked });
   });
 
-  app.post('/api/admin/coordinators/:id/enable', async (request, reply) => {
-    const caller = requireAdminCaller(request);
+  app.post('/api/admin/coordinators/:id/enable', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(CoordinatorParams, request.params);
     if (!(await setCoordinatorDisabled(db, id, false))) throw new NotFoundError('coordinator');
     await appendAudit(db, { actorId: caller.id, action: 'coordinator.enable', detail: { coordinatorId: id }, ip: request.ip });
     return reply.send({ id, disabled: false });
   });
 
-  app.post('/api/admin/coordinators/:id/password', async (request, reply) => {
-    const caller = requireAdminCaller(request);
+  app.post('/api/admin/coordinators/:id/password', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(CoordinatorParams, request.params);
     const { password } = parseInput(ResetPasswordBody, request.body);
     const passwordHash = await hashPassword(password);
@@ -189,9 +188,3 @@ export async function registerSessionRoutes(app: FastifyInstance, deps: AppDeps 
 const CoordinatorParams = z.object({ id: z.uuid() });
 const ResetPasswordBody = z.object({ password: z.string().min(12, 'passwords need at least 12 characters').max(1024) });
 
-function requireAdminCaller(request: FastifyRequest): Coordinator {
-  const caller = request.caller;
-  if (!caller) throw new UnauthorizedError();
-  if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
-  return caller;
-}

@@ -11,11 +11,15 @@ import type { Coordinator } from '../db/coordinators.ts';
 import { touchWebSession } from '../db/web-sessions.ts';
 import { DEFAULT_SESSION_IDLE_MS, SESSION_COOKIE } from './session-api.ts';
 import { createOutbound } from '../db/messages.ts';
-import { canAccessPatient } from '../db/patients.ts';
+import { canSeePatient } from '../db/visibility.ts';
 import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, recordVisitConsent, relayVisitSignal, takeVisitSignal, VISIT_SIGNALS_CHANNEL, type VisitSide } from '../db/visit-signals.ts';
 import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
-import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, PUBLIC, callerOf, patientRoute, policy, requirePatientVisible, type RoutePolicy } from './policy.ts';
+
+/** A visit's routes: any coordinator who may see the visit's patient (the handler looks the visit up). */
+const VISIT = { auth: 'caller', scope: { handler: "the visit's patient" } } as const satisfies RoutePolicy;
 
 const IdParams = z.object({ id: z.string().max(64) });
 const ChunkParams = z.object({ id: z.string().max(64), index: z.coerce.number().int().min(0).max(100_000) });
@@ -82,22 +86,16 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     await unlisten().catch(() => {});
   });
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
   async function requireVisit(request: FastifyRequest, id: string): Promise<{ caller: Coordinator; visit: VisitRow }> {
     const caller = callerOf(request);
     const visit = await findVisit(db, id);
-    if (!visit || !(await canAccessPatient(db, caller, visit.patientId))) throw new NotFoundError('visit');
+    if (!visit) throw new NotFoundError('visit');
+    await requirePatientVisible(db, caller, visit.patientId, 'visit');
     return { caller, visit };
   }
 
-  app.post('/api/patients/:id/visits', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id: patientId } = parseInput(IdParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/visits', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const { visit, token } = await createVisit(db, { patientId, coordinatorId: caller.id, ttlMs: visitSettings.linkTtlMs });
     const joinUrl = `${deps.publicBaseUrl}/visit/${visit.id}#t=${token}`;
     const minutes = Math.round(visitSettings.linkTtlMs / 60_000);
@@ -116,12 +114,12 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
   // The host page signs in with the web app's session cookie (the WebSocket checks it), never an API token in the URL.
   const page = (reply: FastifyReply, type: string, body: string) =>
     reply.type(type).header('content-security-policy', VISIT_PAGE_CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer').header('cache-control', 'no-store').send(body);
-  app.get('/visits/:id/host', async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
-  app.get('/visit/:id', async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
-  app.get('/visits/assets/visit.js', async (_request, reply) => page(reply, 'text/javascript; charset=utf-8', VISIT_PAGE_SCRIPT));
-  app.get('/visits/assets/visit.css', async (_request, reply) => page(reply, 'text/css; charset=utf-8', VISIT_PAGE_STYLE));
+  app.get('/visits/:id/host', policy(PUBLIC), async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
+  app.get('/visit/:id', policy(PUBLIC), async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
+  app.get('/visits/assets/visit.js', policy(PUBLIC), async (_request, reply) => page(reply, 'text/javascript; charset=utf-8', VISIT_PAGE_SCRIPT));
+  app.get('/visits/assets/visit.css', policy(PUBLIC), async (_request, reply) => page(reply, 'text/css; charset=utf-8', VISIT_PAGE_STYLE));
 
-  app.get('/api/visits/:id/recording/chunks', async (request) => {
+  app.get('/api/visits/:id/recording/chunks', policy(VISIT), async (request) => {
     const { id } = parseInput(IdParams, request.params);
     const { visit } = await requireVisit(request, id);
     return { visitId: visit.id, chunks: await listChunks(db, visit.id) };
@@ -132,7 +130,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     scope.addContentTypeParser([...WEBM_TYPES], { parseAs: 'buffer', bodyLimit: visitSettings.maxChunkBytes }, (_request, body, done) => done(null, body));
     await scope.register(fastifyWebsocket, { options: { maxPayload: 256 * 1024 } });
 
-    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes }, async (request, reply) => {
+    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes, ...policy(VISIT) }, async (request, reply) => {
       const { id, index } = parseInput(ChunkParams, request.params);
       const { visit } = await requireVisit(request, id);
       const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -149,7 +147,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       return reply.status(204).send();
     });
 
-    scope.post('/api/visits/:id/recording/complete', async (request, reply) => {
+    scope.post('/api/visits/:id/recording/complete', policy(VISIT), async (request, reply) => {
       const { id } = parseInput(IdParams, request.params);
       const { caller, visit } = await requireVisit(request, id);
       const body = parseInput(CompleteBody, request.body ?? {});
@@ -188,7 +186,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       return (await touchWebSession(db, sessionId, deps.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS))?.coordinator ?? null;
     }
 
-    scope.get('/ws/visits/:id', { websocket: true }, (socket: WebSocket, request) => {
+    scope.get('/ws/visits/:id', { websocket: true, ...policy({ auth: 'link', link: 'visit' }) }, (socket: WebSocket, request) => {
       const visitId = (request.params as { id: string }).id;
       let connection: LocalConnection | undefined;
       let actorId: string | null = null;
@@ -213,7 +211,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
           if (hello.data.role === 'coordinator') {
             const caller = await sessionCoordinator(request);
             const visit = caller ? await findVisit(db, visitId) : null;
-            if (!caller || !visit || !(await canAccessPatient(db, caller, visit.patientId))) return fail('not allowed');
+            if (!caller || !visit || !(await canSeePatient(db, caller, visit.patientId))) return fail('not allowed');
             actorId = caller.id;
           } else if (!hello.data.token || !(await findVisitByToken(db, visitId, hello.data.token))) {
             return fail('the link is invalid or has expired');

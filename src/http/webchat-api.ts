@@ -4,13 +4,14 @@ import { z } from 'zod';
 import { WEBCHAT_PROVIDER } from '../channels/webchat.ts';
 import { appendAudit } from '../db/audit.ts';
 import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
-import { canAccessPatient, recordInbound } from '../db/patients.ts';
+import { recordInbound } from '../db/patients.ts';
 import { storableText } from '../core/text.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
-import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { ConflictError, ForbiddenError, UnauthorizedError } from '../errors.ts';
 import { checkWebchatLink, isWebchatLinkLive, issueWebchatLink, listWebchatLinks, renewWebchatLink, revokeWebchatLinks } from '../db/webchat-links.ts';
 import { isWellFormedWebchatToken, webchatAddress } from '../security/webchat-link.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, PUBLIC, patientRoute, policy } from './policy.ts';
 
 export interface WebchatSettings {
   /** Key of the stored links' token hashes (WEBCHAT_LINK_SECRET). */
@@ -28,8 +29,6 @@ const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; conne
 const MAX_BODY_CHARS = 4000;
 const STREAM_PAGE = 200;
 
-// As in api.ts: an id that is no patient's is a 404, like a patient the caller may not see.
-const LinkParams = z.object({ id: z.string().max(64) });
 const LinkBody = z.object({
   send: z.boolean().default(false),
   ttlHours: z.number().min(0.01).max(24 * 7).optional(),
@@ -90,14 +89,6 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
     return check;
   }
 
-  async function requireVisiblePatient(request: FastifyRequest): Promise<{ callerId: string; patientId: string }> {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    const { id: patientId } = parseInput(LinkParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
-    return { callerId: caller.id, patientId };
-  }
-
   const sendPage = (name: keyof typeof PAGE_FILES) => async (_request: FastifyRequest, reply: FastifyReply) =>
     reply
       .header('content-security-policy', PAGE_CSP)
@@ -106,16 +97,13 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       .header('cache-control', 'no-store')
       .type(PAGE_FILES[name])
       .send(pages[name]);
-  app.get('/chat', sendPage('index.html'));
-  app.get('/chat/chat.js', sendPage('chat.js'));
-  app.get('/chat/chat.css', sendPage('chat.css'));
+  app.get('/chat', policy(PUBLIC), sendPage('index.html'));
+  app.get('/chat/chat.js', policy(PUBLIC), sendPage('chat.js'));
+  app.get('/chat/chat.css', policy(PUBLIC), sendPage('chat.css'));
 
   /** A coordinator makes a link for one of their patients and, optionally, sends it as a normal reply. */
-  app.post('/api/patients/:id/webchat-link', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    const { id: patientId } = parseInput(LinkParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/webchat-link', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const input = parseInput(LinkBody, request.body ?? {});
     const link = await issueWebchatLink(db, settings.linkSecret, { patientId, createdBy: caller.id, ttlMs: input.ttlHours !== undefined ? input.ttlHours * 3_600_000 : settings.linkTtlMs });
     const { expiresAt, linkId } = link;
@@ -139,21 +127,24 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
    * A patient's links, and revoking one or all of them (any coordinator who may see the patient). Links are also
    * revoked by the database when the patient changes hands or is merged (migration 0013's triggers).
    */
-  app.get('/api/patients/:id/webchat-links', async (request) => {
-    const { callerId, patientId } = await requireVisiblePatient(request);
+  app.get('/api/patients/:id/webchat-links', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
     await appendAudit(db, { actorId: callerId, action: 'webchat.links_read', patientId, ip: request.ip });
     return { links: await listWebchatLinks(db, patientId) };
   });
 
-  app.delete('/api/patients/:id/webchat-links', async (request) => {
-    const { callerId, patientId } = await requireVisiblePatient(request);
+  app.delete('/api/patients/:id/webchat-links', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
     const revoked = await revokeWebchatLinks(db, { patientId, linkId: null, reason: 'revoked' });
     await appendAudit(db, { actorId: callerId, action: 'webchat.link_revoked', patientId, detail: { all: true, revoked }, ip: request.ip });
     return { revoked };
   });
 
-  app.delete('/api/patients/:id/webchat-links/:linkId', async (request) => {
-    const { callerId, patientId } = await requireVisiblePatient(request);
+  app.delete('/api/patients/:id/webchat-links/:linkId', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
     const { linkId } = parseInput(z.object({ linkId: z.uuid() }), { linkId: (request.params as { linkId?: unknown }).linkId });
     const revoked = await revokeWebchatLinks(db, { patientId, linkId, reason: 'revoked' });
     await appendAudit(db, { actorId: callerId, action: 'webchat.link_revoked', patientId, detail: { linkId, revoked }, ip: request.ip });
@@ -161,7 +152,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** The page exchanges its still-valid link for a fresh one (the old one stops working): an open chat never lapses. */
-  app.post('/chat/api/renew', async (request) => {
+  app.post('/chat/api/renew', policy({ auth: 'link', link: 'webchat' }), async (request) => {
     const { linkId, patientId } = await claimsOf(request);
     const fresh = await renewWebchatLink(db, settings.linkSecret, { linkId, ttlMs: settings.linkTtlMs });
     if (!fresh) throw new ForbiddenError('link_revoked', 'this chat link has been withdrawn; ask your care team for a new one');
@@ -170,7 +161,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** A patient's message from the page: an inbound message on channel webchat, deduplicated by the page's own id. */
-  app.post('/chat/api/messages', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+  app.post('/chat/api/messages', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
     const patientId = await patientOf(request);
     const input = parseInput(PatientMessageBody, request.body);
     const address = webchatAddress(patientId);
@@ -192,7 +183,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** The page's receipts for our replies: `delivered` when it rendered them, `read` when it was visible. */
-  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024 }, async (request, reply) => {
+  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
     const patientId = await patientOf(request);
     const input = parseInput(ReceiptBody, request.body);
     const own = await filterOwnOutbound(db, patientId, input.messageIds);
@@ -206,7 +197,7 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
    * Server-sent events: replays the stream after `?after=` or `Last-Event-ID` from the database, then follows it
    * live. Each event's id is its stream position, so a reconnecting client resumes exactly where it stopped.
    */
-  app.get('/chat/api/stream', async (request, reply) => {
+  app.get('/chat/api/stream', policy({ auth: 'link', link: 'webchat' }), async (request, reply) => {
     const { linkId, patientId, expiresAt } = await claimsOf(request);
     const query = parseInput(StreamQuery, request.query);
     const lastEventId = request.headers['last-event-id'];
