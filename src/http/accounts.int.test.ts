@@ -62,6 +62,11 @@ describe.each(backends())('accounts and revocation ($name)', (backend) => {
     const byCookie = live(h.baseUrl, { cookie: session.cookie });
     await eventually(() => byToken.events.includes('hello') && byOtherToken.events.includes('hello') && byCookie.events.includes('hello'), { what: 'streams open' });
 
+    // The bearer-token logout called with only a browser session: a clear 400 that names the right route (was a 500).
+    const cookieOnly = await fetch(`${h.baseUrl}/api/auth/logout`, { method: 'POST', headers: { cookie: session.cookie, 'x-csrf-token': session.csrf } });
+    expect(cookieOnly.status).toBe(400);
+    expect(await cookieOnly.json()).toMatchObject({ code: 'no_bearer_token' });
+    expect(byCookie.ended).toBe(false);
     expect((await h.api('POST', '/api/auth/logout', { token: ada.token })).status).toBe(204);
     await eventually(() => byToken.ended, { what: 'the logged-out token’s stream to end' });
     const logout = await fetch(`${h.baseUrl}/api/session/logout`, { method: 'POST', headers: { cookie: session.cookie, 'x-csrf-token': session.csrf } });

@@ -55,7 +55,10 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
 
   app.post('/api/auth/logout', policy(CALLER), async (request, reply) => {
     const caller = callerOf(request);
-    await revokeToken(db, request.headers.authorization!.slice(7).trim());
+    // A caller signed in by the browser session has no token to revoke here: that is POST /api/session/logout.
+    const header = request.headers.authorization;
+    if (!header?.startsWith('Bearer ')) throw new BadRequestError('no_bearer_token', 'this signs out a bearer token; a browser session signs out with POST /api/session/logout');
+    await revokeToken(db, header.slice(7).trim());
     await appendAudit(db, { actorId: caller.id, action: 'auth.logout', ip: request.ip });
     return reply.status(204).send();
   });
