@@ -101,3 +101,14 @@ describe('connection limits', () => {
     expect(bad.map((p) => p.split(':')[0]).sort()).toEqual(['LIVE_STREAMS_PER_COORDINATOR', 'VISIT_HELLO_TIMEOUT_MS', 'WEBCHAT_STREAMS_PER_PROCESS']);
   });
 });
+
+describe('TRUSTED_PROXIES', () => {
+  it('reads IPs and CIDRs, defaults to none, and refuses malformed entries and the old TRUST_PROXY', () => {
+    expect(parseConfig({}).trustedProxies).toEqual([]);
+    // (Web chat links: short-lived by default.)
+    expect(parseConfig({}).webchat.linkTtlMs).toBe(24 * 3_600_000);
+    expect(parseConfig({ TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.5,::1' }).trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.5', '::1']);
+    expect(problems({ TRUSTED_PROXIES: '10.0.0.0/33,proxy.local' })[0]).toMatch(/^TRUSTED_PROXIES/);
+    expect(problems({ TRUST_PROXY: '1' })[0]).toMatch(/^TRUST_PROXY: .*TRUSTED_PROXIES/);
+  });
+});

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
@@ -9,6 +10,14 @@ const optionalString = z
   .trim()
   .transform((value) => (value === '' ? undefined : value))
   .optional();
+
+function isIpOrCidr(entry: string): boolean {
+  const [address, bits, extra] = entry.split('/');
+  const version = isIP(address ?? '');
+  if (version === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128);
+}
 
 const EnvSchema = z
   .object({
@@ -47,6 +56,14 @@ const EnvSchema = z
     WEBCHAT_STREAMS_PER_PROCESS: z.coerce.number().int().min(1).max(1_000_000).default(2_000),
     VISIT_SOCKETS_PER_PROCESS: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
     VISIT_HELLO_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+    // Reverse proxies whose X-Forwarded-For we believe: IPs or CIDRs, comma-separated. Unset: the TCP peer is the client.
+    TRUSTED_PROXIES: z
+      .string()
+      .default('')
+      .transform((text) => text.split(',').map((entry) => entry.trim()).filter(Boolean))
+      .pipe(z.array(z.string().refine(isIpOrCidr, 'each entry must be an IP address or a CIDR such as 10.0.0.0/8'))),
+    // Replaced by TRUSTED_PROXIES; named here only to say so (see superRefine).
+    TRUST_PROXY: optionalString,
     ROUTING_TIMER_POLL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
     META_APP_SECRET: optionalString,
     META_VERIFY_TOKEN: optionalString,
@@ -64,7 +81,7 @@ const EnvSchema = z
       .max(1600)
       .default(DEFAULT_HELP_REPLY),
     WEBCHAT_LINK_SECRET: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
-    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 30).default(72),
+    WEBCHAT_LINK_TTL_HOURS: z.coerce.number().min(0.01).max(24 * 7).default(24),
     SMTP_LISTEN_HOST: z.string().default('127.0.0.1'),
     SMTP_LISTEN_PORT: z.union([z.literal('off'), z.coerce.number().int().min(0).max(65535)]).default(2525),
     SMTP_HOST: optionalString,
@@ -146,6 +163,7 @@ const EnvSchema = z
       }
       if (!env.TELNYX_FROM_NUMBER && !env.TELNYX_MESSAGING_PROFILE_ID) ctx.addIssue({ code: 'custom', path: ['TELNYX_FROM_NUMBER'], message: 'set TELNYX_FROM_NUMBER or TELNYX_MESSAGING_PROFILE_ID' });
     }
+    if (env.TRUST_PROXY) ctx.addIssue({ code: 'custom', path: ['TRUST_PROXY'], message: 'X-Forwarded-For is now believed only from TRUSTED_PROXIES (IPs or CIDRs of your reverse proxies); remove TRUST_PROXY' });
     if (env.SMTP_URL) ctx.addIssue({ code: 'custom', path: ['SMTP_URL'], message: 'alert email now uses the SMTP_HOST/SMTP_PORT/SMTP_SECURE/SMTP_USER/SMTP_PASS settings of the email channel; remove SMTP_URL' });
     if (env.MEDIA_STORE === 's3' && !env.S3_BUCKET) ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'MEDIA_STORE=s3 needs S3_BUCKET' });
     if (env.MEDIA_STORE === 'local' && env.S3_BUCKET) {
@@ -228,6 +246,8 @@ export interface Config {
   };
   /** Browser sessions end after this long without a request. */
   sessionIdleMs: number;
+  /** IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client; empty: the TCP peer is the client. */
+  trustedProxies: string[];
   /** How often the worker looks for due routing fallback timers. */
   routingTimerPollMs: number;
   roles: Role[];
@@ -380,6 +400,7 @@ export function parseConfig(env: Record<string, string | undefined>, argv: reado
       visitHelloTimeoutMs: e.VISIT_HELLO_TIMEOUT_MS,
     },
     sessionIdleMs: e.SESSION_IDLE_MINUTES * 60_000,
+    trustedProxies: e.TRUSTED_PROXIES,
     routingTimerPollMs: e.ROUTING_TIMER_POLL_MS,
     roles,
     webchat: { linkSecret: e.WEBCHAT_LINK_SECRET, linkTtlMs: e.WEBCHAT_LINK_TTL_HOURS * 3_600_000 },

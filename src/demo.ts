@@ -41,7 +41,7 @@ export interface DemoInfo {
   whatsappWebhookUrl?: string;
   /** Our inbound SMTP listener, for `npm run simulate -- email`. */
   smtpListen?: { host: string; port: number };
-  /** For `npm run simulate -- webchat`, which signs links with DATA_DIR/webchat-link-secret. */
+  /** For `npm run simulate -- webchat`, which makes a link through the API. */
   publicBaseUrl?: string;
 }
 

@@ -67,7 +67,7 @@ async function main(): Promise<void> {
     // Calls are Twilio Voice: without Twilio credentials (SMS_PROVIDER=telnyx, no TWILIO_*) they are off.
     const calls = twilio ? buildCallSettings({ config: config.calls, twilio, storage: mediaStorage, timeoutMs: config.sendTimeoutMs }) : undefined;
     const webchat = webchatSecret ? { linkSecret: webchatSecret, linkTtlMs: config.webchat.linkTtlMs } : undefined;
-    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken, alertTargetsAllowPrivate: config.ops.alertTargetsAllowPrivate, httpTimeouts: config.httpTimeouts, connectionLimits: config.connectionLimits });
+    const web = await startWeb({ db, logger, adapters, publicBaseUrl: config.publicBaseUrl, tokenTtlMs: config.tokenTtlMs, sessionIdleMs: config.sessionIdleMs, trustedProxies: config.trustedProxies, host: config.host, port: config.port, replyRules, helpReply: config.helpReply, defaultPhoneCountry: config.defaultPhoneCountry, webchat, calls, metrics, metricsToken: config.ops.metricsToken, alertTargetsAllowPrivate: config.ops.alertTargetsAllowPrivate, httpTimeouts: config.httpTimeouts, connectionLimits: config.connectionLimits });
     onStop('web', () => web.stop());
     webUrl = web.url;
   }
@@ -139,7 +139,7 @@ async function main(): Promise<void> {
       ...DEMO_LOGINS.map((login) => `    ${login.role.padEnd(11)} ${login.email}  ${login.password}`),
       `  Send a patient SMS:  npm run simulate -- sms --from +15551234567 "I need a refill"`,
       `  Send a patient email: npm run simulate -- email --from pat@example.org "Can I move my appointment?"`,
-      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a signed link)`,
+      `  Open a patient chat: npm run simulate -- webchat --patient <patient id>  (prints a chat link)`,
     );
     if (info.fakeMetaUrl) {
       lines.push(

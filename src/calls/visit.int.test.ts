@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CARE_KEY_WORDS } from '../test/audio/care-sentences.ts';
 import { assertTranscriptionToolsInstalled, synthesizeSentences, type SpokenClip } from '../test/audio/fixtures.ts';
@@ -53,6 +53,16 @@ const launch = (audioFile: string): Promise<Browser> =>
       '--disable-features=WebRtcHideLocalIpsWithMdns',
     ],
   });
+
+/** Signs the page's browser into the web app (the session cookie the host page runs on), as a coordinator would. */
+async function signInPage(page: Page, baseUrl: string, who: { email: string; password: string }): Promise<void> {
+  await page.goto(`${baseUrl}/visits/assets/visit.css`);
+  const status = await page.evaluate(
+    async ({ email, password }) => (await fetch('/api/session/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) })).status,
+    { email: who.email, password: who.password },
+  );
+  expect(status).toBe(200);
+}
 
 describe.each(backends())('video visit between two browsers on two web servers ($name)', (backend) => {
   let h: Harness;
@@ -132,7 +142,8 @@ describe.each(backends())('video visit between two browsers on two web servers (
 
     await patientPage.goto(joinUrl);
     expect(patientPage.url().startsWith(other.url)).toBe(true);
-    await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host#token=${coordinator.token}`);
+    await signInPage(coordinatorPage, h.baseUrl, coordinator);
+    await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host`);
     expect(await patientPage.textContent('#notice')).toContain('This visit is recorded');
     expect(await coordinatorPage.textContent('#notice')).toContain('This visit is recorded');
     await patientPage.click('#consent');
@@ -186,7 +197,8 @@ describe.each(backends())('video visit between two browsers on two web servers (
     const patientPage = await patientBrowser.newPage();
     const coordinatorPage = await coordinatorBrowser.newPage();
     await patientPage.goto(`${other.url}/visit/${visitId}#t=${token}`);
-    await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host#token=${coordinator.token}`);
+    await signInPage(coordinatorPage, h.baseUrl, coordinator);
+    await coordinatorPage.goto(`${h.baseUrl}/visits/${visitId}/host`);
     await patientPage.click('#consent');
     await coordinatorPage.click('#consent');
     await eventually(async () => (await coordinatorPage.evaluate(() => (window as any).visitState.chunksUploaded)) >= 4, { timeoutMs: 30_000, what: '4 chunks uploaded' });

@@ -13,9 +13,18 @@ export interface SendOptions {
   signal: AbortSignal;
 }
 
+/**
+ * What the outbox can learn about a send whose outcome is unknown. `conclusive`: findSent lists what the provider
+ * accepted, so a miss means "not sent" and a resend is safe. `idempotent`: a resend of the same outbox row returns
+ * the first send, so resending is safe without a lookup. `none`: the provider can neither be asked nor deduplicate,
+ * so a resend might reach the patient twice; the outbox holds the row as `uncertain` for a coordinator to decide.
+ */
+export type SentLookup = 'conclusive' | 'idempotent' | 'none';
+
 export interface ChannelAdapter {
   readonly channel: Channel;
   readonly provider: string;
+  readonly lookup: SentLookup;
   /** Sends once. Throws ProviderError with `retryable`; never retries itself (the outbox does). */
   send(message: OutboundMessage, options: SendOptions): Promise<{ providerMessageId: string }>;
   /**

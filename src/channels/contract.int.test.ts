@@ -68,6 +68,7 @@ interface ContractEntry {
   /**
    * Whether findSent can find an accepted send whose answer was lost; if not, why (stated in the skip).
    * `idempotentResend`: there is nothing to look up because a resend of the same outbox row returns the first send.
+   * The adapter's own `lookup` declaration, which the outbox acts on, must say the same (see `declaredLookup`).
    */
   ambiguousLookup: { supported: true; matchesBy?: 'recipient-and-time' } | { supported: false; reason: string; idempotentResend?: true };
   /** Questions that cannot arise for this channel, each with the reason. */
@@ -170,7 +171,7 @@ function metaDriverBase(fake: FakeMeta, hooks: Awaited<ReturnType<typeof capture
 
 const META_AMBIGUOUS = {
   supported: false as const,
-  reason: "Meta's Send API and Cloud API can neither list sent messages nor take an idempotency key, so an ambiguous send is resent (at-least-once)",
+  reason: "Meta's Send API and Cloud API can neither list sent messages nor take an idempotency key, so an ambiguous send is held as uncertain for a coordinator",
 };
 
 const messenger: ContractEntry = {
@@ -382,7 +383,7 @@ const email: ContractEntry = {
   },
   ambiguousLookup: {
     supported: false,
-    reason: 'SMTP cannot ask a server what it accepted, so an ambiguous send is resent (at-least-once, same Message-ID on every copy)',
+    reason: 'SMTP cannot ask a server what it accepted, so an ambiguous send is held as uncertain for a coordinator (a resend keeps its Message-ID)',
   },
   skips: {
     ...NO_PROVIDER_WEBHOOKS('inbound email arrives over our SMTP listener (src/services/smtp-listener.ts)'),
@@ -499,6 +500,10 @@ const inboundOf = (events: ChannelEvent[]) => events.filter((e): e is InboundMes
 const statusesOf = (events: ChannelEvent[]) => events.filter((e): e is DeliveryStatus => e.kind === 'status');
 let counter = 0;
 const uniqueId = (entry: ContractEntry) => (entry.channel === 'sms' ? 'SM' + (++counter).toString(16).padStart(32, '0') : `${entry.channel === 'whatsapp' ? 'wamid.' : 'm_'}contract${++counter}`);
+
+/** The `ChannelAdapter.lookup` an entry's `ambiguousLookup` implies: the relay trusts the declaration, the suite proves it. */
+const declaredLookup = (lookup: ContractEntry['ambiguousLookup']): ChannelAdapter['lookup'] =>
+  lookup.supported ? 'conclusive' : lookup.idempotentResend ? 'idempotent' : 'none';
 
 /** A test of one contract question, or that question skipped by name with the entry's reason. */
 const question = (entry: ContractEntry, name: Question, title: string, body: (ctx: TestContext) => Promise<void>) => {
@@ -634,6 +639,10 @@ describe.each(CASES)('adapter contract: $name', (entry) => {
   });
 
   const lookup = entry.ambiguousLookup;
+  it(`declares lookup '${declaredLookup(lookup)}', as its ambiguous-send behaviour below shows`, () => {
+    expect(d.adapter.lookup).toBe(declaredLookup(lookup));
+  });
+
   (lookup.supported ? it : it.skip)(
     lookup.supported ? 'finds a send whose answer was lost (connection dropped after the provider accepted it)' : `lookup of an ambiguous send — skipped: ${lookup.reason}`,
     async () => {
@@ -656,7 +665,7 @@ describe.each(CASES)('adapter contract: $name', (entry) => {
   );
 
   if (!lookup.supported && !lookup.idempotentResend) {
-    it('with no lookup, findSent answers [] even for a send the provider accepted (so the outbox resends)', async () => {
+    it('with no lookup, findSent answers [] even for a send the provider accepted (so the outbox must not resend on its own)', async () => {
       const since = new Date(Date.now() - 1_000);
       d.fault('drop-after-accept');
       const error = await sendError(send(d, d.outbound('accepted, answer lost')));

@@ -143,6 +143,7 @@ export function createEmailChannel(config: EmailConfig, deps: { db: Db }): Chann
   return {
     channel: 'email',
     provider: EMAIL_PROVIDER,
+    lookup: 'none',
 
     async send(message, { outboxId }) {
       const row = await findOutboxMessage(deps.db, outboxId).catch((error: unknown) => {
@@ -171,8 +172,8 @@ export function createEmailChannel(config: EmailConfig, deps: { db: Db }): Chann
       return { providerMessageId: messageId };
     },
 
-    // SMTP has no way to ask a server what it accepted. Returning nothing makes the relay resend after an unknown
-    // outcome: email is at-least-once, with the same Message-ID on every copy (docs/ARCHITECTURE.md §5).
+    // SMTP has no way to ask a server what it accepted (lookup: 'none'): after an unknown outcome the outbox holds
+    // the reply as uncertain for a coordinator; a resend they ask for carries the same Message-ID (docs/ARCHITECTURE.md §5).
     async findSent() {
       return [];
     },

@@ -422,13 +422,14 @@ describe('Messenger adapter against the loopback fake', () => {
         expect((await pending).details).toMatchObject({ retryable: true, outcome: 'unknown', code: 'aborted' });
       });
 
-      it('a connection dropped after Meta accepted is unknown, and findSent cannot find it (the resend may duplicate)', async () => {
+      it('a connection dropped after Meta accepted is unknown, and findSent cannot find it (lookup: none; the outbox holds it as uncertain)', async () => {
         fake.injectFault({ kind: 'drop-after-accept' });
         const message = reply('maybe sent', lastInboundAt());
         const error = await sendError(send(message));
         expect(error.details).toMatchObject({ retryable: true, outcome: 'unknown' });
         expect(fake.received).toHaveLength(1);
         expect(await adapter.findSent(message, { since: new Date(clockMs - 60_000), signal: new AbortController().signal })).toEqual([]);
+        expect(adapter.lookup).toBe('none');
       });
 
       it('a connection dropped before acceptance is also unknown to us', async () => {

@@ -273,6 +273,7 @@ export function createMessenger(config: MessengerConfig): MessengerAdapter {
   return {
     channel: 'messenger',
     provider: 'meta',
+    lookup: 'none',
 
     async send(message: OutboundMessage, options) {
       if (message.media.length > 0) {
@@ -303,9 +304,9 @@ export function createMessenger(config: MessengerConfig): MessengerAdapter {
 
     async findSent() {
       // Meta has no API to list what a page sent, and the Send API takes no idempotency key, so an ambiguous
-      // send (timeout, 5xx, dropped connection) cannot be looked up. send() still calls it retryable 'unknown':
-      // the outbox's next attempt asks here first, gets nothing, and sends again. For Meta an ambiguous failure
-      // is therefore at-least-once, and the patient may receive that message twice.
+      // send (timeout, 5xx, dropped connection) cannot be looked up (lookup: 'none'). send() still calls it
+      // retryable 'unknown': the outbox then holds the message as uncertain for a coordinator instead of resending
+      // it (docs/ARCHITECTURE.md §5). Never called by the outbox; kept for the interface.
       return [];
     },
 

@@ -159,6 +159,7 @@ export function createTelnyxSms(config: TelnyxSmsConfig): ChannelAdapter {
   return {
     channel: 'sms',
     provider: 'telnyx',
+    lookup: 'conclusive',
 
     async send(message: OutboundMessage, { signal }) {
       try {

@@ -113,6 +113,7 @@ export function createTwilioSms(config: TwilioSmsConfig): ChannelAdapter {
   return {
     channel: 'sms',
     provider: 'twilio',
+    lookup: 'conclusive',
 
     async send(message: OutboundMessage) {
       try {

@@ -17,6 +17,7 @@ export function createWebchatChannel(deps: { db: Db }): ChannelAdapter {
   return {
     channel: 'webchat',
     provider: WEBCHAT_PROVIDER,
+    lookup: 'idempotent',
 
     async send(_message, { outboxId }) {
       try {

@@ -267,6 +267,7 @@ describe('WhatsApp adapter against the loopback fake', () => {
         expect((await sendError(send(message))).details).toMatchObject({ retryable: true, outcome: 'unknown' });
         expect(fake.received).toHaveLength(1);
         expect(await adapter.findSent(message, { since: new Date(clockMs - 60_000), signal: new AbortController().signal })).toEqual([]);
+        expect(adapter.lookup).toBe('none');
       });
 
       it('other 4xx are permanent with the Graph code; a bad token is retryable', async () => {

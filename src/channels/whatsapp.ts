@@ -131,6 +131,7 @@ export function createWhatsApp(config: WhatsAppConfig): WhatsAppAdapter {
   return {
     channel: 'whatsapp',
     provider: 'meta',
+    lookup: 'none',
 
     async send(message, options) {
       if (message.media.length > 0) {
@@ -147,7 +148,7 @@ export function createWhatsApp(config: WhatsAppConfig): WhatsAppAdapter {
 
     async findSent() {
       // The Cloud API neither lists sent messages nor takes an idempotency key, so an ambiguous send cannot be
-      // looked up and the outbox resends: at-least-once, possibly twice to the patient (see meta-messenger.ts).
+      // looked up (lookup: 'none'): the outbox holds it as uncertain for a coordinator (see meta-messenger.ts).
       return [];
     },
 

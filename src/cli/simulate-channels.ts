@@ -3,13 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import nodemailer from 'nodemailer';
-import { createWebchatToken } from '../security/webchat-link.ts';
+import { DEMO_LOGINS } from '../demo.ts';
 
 export const CHANNEL_USAGE = `       npm run simulate -- email --from pat@example.org [--subject "…"] [--in-reply-to "<id@host>"] "message text"
        npm run simulate -- webchat --patient <patient id> ["message text"]
 
-email sends a real SMTP message to the running demo's inbound listener; webchat prints a signed chat link for the
-patient (and, given text, posts it as the patient).`;
+email sends a real SMTP message to the running demo's inbound listener; webchat makes a chat link for the
+patient (as the demo admin) (and, given text, posts it as the patient).`;
 
 interface DemoFile {
   smtpListen?: { host: string; port: number };
@@ -65,15 +65,25 @@ export async function simulateWebchat(args: string[]): Promise<number> {
   }
   const found = await readDemo();
   if (!found) return 1;
-  const secret = process.env.WEBCHAT_LINK_SECRET ?? (await readFile(join(found.dataDir, 'webchat-link-secret'), 'utf8').then((s) => s.trim(), () => ''));
-  if (!secret) {
-    process.stderr.write('no web chat secret: set WEBCHAT_LINK_SECRET or start the demo once (it writes DATA_DIR/webchat-link-secret)\n');
+  const baseUrl = process.env.PUBLIC_BASE_URL ?? found.demo.publicBaseUrl ?? 'http://127.0.0.1:3000';
+  const ttlHours = Number(values['ttl-hours'] ?? 24);
+  // Links are stored by the server, so one is made the way a coordinator makes one: as the demo admin, over the API.
+  const admin = DEMO_LOGINS.find((login) => login.role === 'admin')!;
+  const call = (path: string, init: RequestInit) => fetch(`${baseUrl}${path}`, init).catch(() => null);
+  const login = await call('/api/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: admin.email, password: admin.password }) });
+  if (!login?.ok) {
+    process.stderr.write(login ? `demo admin sign-in refused: ${login.status} ${await login.text()}\n` : `${baseUrl} did not answer; is npm start running?\n`);
     return 1;
   }
-  const baseUrl = process.env.PUBLIC_BASE_URL ?? found.demo.publicBaseUrl ?? 'http://127.0.0.1:3000';
-  const ttlHours = Number(values['ttl-hours'] ?? 72);
-  const token = createWebchatToken(secret, { patientId: values.patient.toLowerCase(), expiresAt: new Date(Date.now() + ttlHours * 3_600_000) });
-  process.stdout.write(`${baseUrl}/chat#${token}\n`);
+  const { token: apiToken } = (await login.json()) as { token: string };
+  const made = await call(`/api/patients/${values.patient.toLowerCase()}/webchat-link`, { method: 'POST', headers: { authorization: `Bearer ${apiToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ ttlHours }) });
+  if (!made?.ok) {
+    process.stderr.write(`could not make a link: ${made?.status} ${await made?.text()}\n`);
+    return 1;
+  }
+  const { url } = (await made.json()) as { url: string };
+  const token = url.slice(url.indexOf('#') + 1);
+  process.stdout.write(`${url}\n`);
   const text = positionals.join(' ');
   if (!text) return 0;
   const response = await fetch(`${baseUrl}/chat/api/messages`, {

@@ -19,6 +19,11 @@ describe('delivery status only moves forward', () => {
     ['undelivered', 'read', false],
     ['sent', 'undelivered', true],
     ['sent', 'sent', false],
+    ['sending', 'uncertain', false],
+    ['uncertain', 'sent', true],
+    ['uncertain', 'delivered', true],
+    ['uncertain', 'failed', true],
+    ['delivered', 'uncertain', false],
   ] as const)('%s → %s is %s', (from, to, expected) => {
     expect(isForwardStatus(from, to)).toBe(expected);
   });

@@ -9,6 +9,8 @@ const RANK: Record<MessageStatus, number> = {
   received: 0,
   pending: 0,
   sending: 1,
+  // Nothing learnt from the provider yet, like sending: whatever a coordinator decides (sent, failed) is forward.
+  uncertain: 1,
   queued: 2,
   sent: 3,
   delivered: 4,

@@ -10,6 +10,7 @@ export type MessageStatus =
   | 'received' // inbound, stored
   | 'pending' // outbound, written, not yet handed to a provider
   | 'sending' // an attempt is in flight
+  | 'uncertain' // an attempt's outcome is unknown and the provider cannot be asked: a coordinator decides
   | 'queued' // the provider accepted it
   | 'sent'
   | 'delivered'

@@ -3,6 +3,7 @@ import type { Db, Queryable } from './db.ts';
 import { notifyActivity } from './notify.ts';
 import { findOrCreateIdentity, nextSeq } from './patients.ts';
 import { routeInbound } from './routing.ts';
+import { visibleSql, type Viewer } from './visibility.ts';
 
 /** NOTIFY channel that wakes media job workers; sent inside the enqueuing transaction. */
 export const MEDIA_JOBS_CHANNEL = 'switchboard_media_jobs';
@@ -503,10 +504,11 @@ export interface SearchHit {
  * syntax: words, "phrases", -exclusions, or) over message bodies and call transcripts, limited to the patients
  * assigned to `coordinatorId` (null: every patient, for supervisors and admins).
  */
-export async function searchPatientContent(db: Queryable, args: { q: string; coordinatorId: string | null; limit: number }): Promise<SearchHit[]> {
+/** Search over the patients the viewer may see now (visibility.ts: admins all, supervisors their teams, coordinators theirs and their teams' queues). */
+export async function searchPatientContent(db: Queryable, args: { q: string; viewer: Viewer; limit: number }): Promise<SearchHit[]> {
   const result = await db.query<Record<string, any>>(
     `WITH q AS (SELECT websearch_to_tsquery('english', $1) AS query),
-     visible AS (SELECT p.id FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE $2::uuid IS NULL OR a.coordinator_id = $2)
+     visible AS (SELECT p.id FROM patients p LEFT JOIN assignments a ON a.patient_id = p.id WHERE p.merged_into IS NULL AND ${visibleSql('$2::uuid', '$4::text')})
      SELECT * FROM (
        SELECT 'message' AS type, m.patient_id, m.seq, m.id, NULL::uuid AS call_id, m.created_at AS at,
               ts_headline('english', m.body, q.query, 'StartSel=«, StopSel=», MaxFragments=2') AS snippet,
@@ -521,7 +523,7 @@ export async function searchPatientContent(db: Queryable, args: { q: string; coo
      ) hits
      ORDER BY rank DESC, at DESC
      LIMIT $3`,
-    [args.q, args.coordinatorId, args.limit],
+    [args.q, args.viewer.id, args.limit, args.viewer.role],
   );
   return result.rows.map((row) => ({
     type: row.type,

@@ -3,6 +3,15 @@ import type { Queryable } from './db.ts';
 /** NOTIFY channels. Sent inside the writing transaction, so listeners hear only about committed rows. */
 export const OUTBOX_CHANNEL = 'switchboard_outbox';
 export const ACTIVITY_CHANNEL = 'switchboard_activity';
+/** Sign-in credentials were revoked: every web process closes the live streams they opened (src/http/live.ts). */
+export const SESSIONS_REVOKED_CHANNEL = 'switchboard_sessions_revoked';
+
+/** `coordinatorId`: all of that coordinator's credentials; `credential`: one ('token:<sha256>' or 'session:<sha256>'). */
+export type SessionsRevoked = { coordinatorId: string } | { credential: string };
+
+export async function notifySessionsRevoked(tx: Queryable, revoked: SessionsRevoked): Promise<void> {
+  await tx.query(`SELECT pg_notify($1, $2)`, [SESSIONS_REVOKED_CHANNEL, JSON.stringify(revoked)]);
+}
 
 export async function notifyOutbox(tx: Queryable): Promise<void> {
   await tx.query(`SELECT pg_notify($1, '')`, [OUTBOX_CHANNEL]);

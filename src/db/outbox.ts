@@ -45,7 +45,8 @@ const HOLDS_WORKER_LOCK = `l.locktype = 'advisory' AND l.database = (SELECT oid 
   AND l.classid = $2::oid AND l.objsubid = 2 AND l.granted`;
 
 /**
- * Claims up to `limit` sends, each the head of its patient's queue: the lowest-seq open row of that patient.
+ * Claims up to `limit` sends, each the head of its patient's queue: the lowest-seq open row of that patient
+ * (an `uncertain` row is open but never claimed: it waits for a coordinator and holds back the rows behind it).
  * Nothing is claimed unless the claiming worker holds its liveness lock right now: a worker that lost its session
  * gets nothing until it has registered again. A row is claimable when it is pending and due, or mid-send under a
  * claim that is over: its worker is gone (liveness lock free) and no send of that claim can still be in flight
@@ -77,7 +78,7 @@ export async function claimSends(db: Queryable, args: { workerKey: number; limit
                SELECT 1 FROM pg_locks l WHERE ${HOLDS_WORKER_LOCK} AND l.objid = o.claimed_by::oid)))
          AND NOT EXISTS (
                SELECT 1 FROM outbox earlier
-               WHERE earlier.patient_id = o.patient_id AND earlier.seq < o.seq AND earlier.state IN ('pending', 'sending'))
+               WHERE earlier.patient_id = o.patient_id AND earlier.seq < o.seq AND earlier.state IN ('pending', 'sending', 'uncertain'))
        ORDER BY o.next_attempt_at
        LIMIT $3
        FOR UPDATE OF o SKIP LOCKED
@@ -122,6 +123,8 @@ export type AttemptResult = { outboxId: string; fence: number; attempted: boolea
   | { kind: 'sent'; provider: string; providerMessageId: string }
   | { kind: 'retry'; delayMs: number; needsLookup: boolean; error: string }
   | { kind: 'released' }
+  /** The outcome is unknown and the provider can neither be asked nor deduplicate a resend: a coordinator decides. */
+  | { kind: 'uncertain'; provider: string }
   | {
       kind: 'failed';
       provider: string | null;
@@ -179,6 +182,17 @@ export async function recordAttempts(db: Db, results: readonly AttemptResult[], 
           [result.outboxId, result.fence, result.delayMs / 1000, result.needsLookup, result.error, attempted],
         );
         applied += updated.rowCount;
+      } else if (result.kind === 'uncertain') {
+        const updated = await tx.query<{ message_id: string; patient_id: string }>(
+          `UPDATE outbox SET state = 'uncertain', lease_until = NULL, quiet_after = NULL, attempts = attempts + $3
+           WHERE id = $1 AND claim_fence = $2 AND state = 'sending' RETURNING message_id, patient_id`,
+          [result.outboxId, result.fence, attempted],
+        );
+        const row = updated.rows[0];
+        if (!row) continue;
+        applied += 1;
+        await tx.query(`UPDATE messages SET status = 'uncertain', provider = $2, status_updated_at = now() WHERE id = $1`, [row.message_id, result.provider]);
+        await notifyActivity(tx, row.patient_id, 'status');
       } else if (result.kind === 'failed') {
         const updated = await tx.query<{ message_id: string; patient_id: string }>(
           `UPDATE outbox SET state = 'failed', finished_at = now(), last_error = $3, lease_until = NULL, quiet_after = NULL, attempts = attempts + $4

@@ -105,7 +105,8 @@ export function postgresConnection(uri: string): { Client: typeof pg.Client; con
         await probe.end().catch(() => {});
       }
     }
-    throw new Error(`no ${target.targetSessionAttrs} PostgreSQL host among ${target.hosts.length} (${failures.join('; ')})`);
+    // 08001 (unable to establish a connection): our storage is unavailable, so HTTP answers 503 and workers retry.
+    throw Object.assign(new Error(`no ${target.targetSessionAttrs} PostgreSQL host among ${target.hosts.length} (${failures.join('; ')})`), { code: '08001' });
   }
 
   class FailoverClient extends pg.Client {
@@ -129,7 +130,7 @@ export function postgresConnection(uri: string): { Client: typeof pg.Client; con
         // The roles may have swapped between the probe and this connection.
         if (!(await isUsable(this))) {
           await this.end().catch(() => {});
-          throw new Error(`PostgreSQL host ${host}:${port} became a standby while connecting`);
+          throw Object.assign(new Error(`PostgreSQL host ${host}:${port} became a standby while connecting`), { code: '08001' });
         }
         preferred = chosen;
         return this as pg.Client;

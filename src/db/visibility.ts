@@ -77,3 +77,25 @@ export async function visiblePatientIds(db: Queryable, viewer: Viewer): Promise<
   );
   return result.rows.map((row) => row.id);
 }
+
+/**
+ * Whether the viewer may act on this coordinator as their supervisor (set their status, move their patients,
+ * hand patients to them in bulk): themselves, or a member of a team they supervise. Admins: anyone.
+ */
+export async function supervisesCoordinator(db: Queryable, viewer: Viewer, coordinatorId: string): Promise<boolean> {
+  if (viewer.role === 'admin' || viewer.id === coordinatorId) return true;
+  if (!UUID.test(coordinatorId)) return false;
+  const result = await db.query(
+    `SELECT 1 FROM team_members m WHERE m.coordinator_id = $3::uuid AND m.team_id IN ${supervisedTeamsSql('$1::uuid', '$2::text')}`,
+    [viewer.id, viewer.role, coordinatorId],
+  );
+  return result.rowCount > 0;
+}
+
+/** Whether the viewer supervises this team (a team supervisor, or a global supervisor who is a member). Admins: every team. */
+export async function supervisesTeam(db: Queryable, viewer: Viewer, teamId: string): Promise<boolean> {
+  if (viewer.role === 'admin') return true;
+  if (!UUID.test(teamId)) return false;
+  const result = await db.query(`SELECT 1 WHERE $3::uuid IN ${supervisedTeamsSql('$1::uuid', '$2::text')}`, [viewer.id, viewer.role, teamId]);
+  return result.rowCount > 0;
+}

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { CoordinatorRole } from '../core/types.ts';
 import type { Coordinator } from './coordinators.ts';
 import type { Queryable } from './db.ts';
+import { notifySessionsRevoked } from './notify.ts';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
@@ -44,7 +45,7 @@ export async function touchWebSession(db: Queryable, sessionId: string, idleMs: 
            SELECT coordinator_id, csrf_token, expires_at FROM web_sessions
            WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now() AND absolute_expires_at > now()
              AND NOT EXISTS (SELECT 1 FROM s)) x
-     JOIN coordinators c ON c.id = x.coordinator_id`,
+     JOIN coordinators c ON c.id = x.coordinator_id AND c.disabled_at IS NULL`,
     [sha256(sessionId), idleMs / 1000],
   );
   const row = result.rows[0];
@@ -56,49 +57,107 @@ export async function touchWebSession(db: Queryable, sessionId: string, idleMs: 
   };
 }
 
+/** The name live streams know a session by (see notify.ts SessionsRevoked). */
+export const sessionCredential = (sessionId: string) => `session:${sha256(sessionId)}`;
+export const tokenCredential = (token: string) => `token:${sha256(token)}`;
+
 export async function revokeWebSession(db: Queryable, sessionId: string): Promise<void> {
   await db.query(`UPDATE web_sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL`, [sha256(sessionId)]);
+  await notifySessionsRevoked(db, { credential: sessionCredential(sessionId) });
+}
+
+/**
+ * Which of these credentials ('session:<sha256>' / 'token:<sha256>') still authenticate someone: not revoked,
+ * not expired, account not disabled. Live streams re-check theirs with it on every heartbeat.
+ */
+export async function liveCredentials(db: Queryable, credentials: readonly string[]): Promise<Set<string>> {
+  if (credentials.length === 0) return new Set();
+  const result = await db.query<{ credential: string }>(
+    `SELECT 'session:' || s.id_hash AS credential FROM web_sessions s JOIN coordinators c ON c.id = s.coordinator_id
+     WHERE 'session:' || s.id_hash = ANY($1::text[]) AND s.revoked_at IS NULL AND s.expires_at > now() AND s.absolute_expires_at > now() AND c.disabled_at IS NULL
+     UNION ALL
+     SELECT 'token:' || t.token_hash FROM api_tokens t JOIN coordinators c ON c.id = t.coordinator_id
+     WHERE 'token:' || t.token_hash = ANY($1::text[]) AND t.revoked_at IS NULL AND t.expires_at > now() AND c.disabled_at IS NULL`,
+    [credentials],
+  );
+  return new Set(result.rows.map((row) => row.credential));
 }
 
 /** Revokes every session and bearer token of a coordinator (sign out everywhere, or an admin disabling access). */
 export async function revokeAllSessions(db: Queryable, coordinatorId: string): Promise<number> {
   const sessions = await db.query(`UPDATE web_sessions SET revoked_at = now() WHERE coordinator_id = $1 AND revoked_at IS NULL`, [coordinatorId]);
   const tokens = await db.query(`UPDATE api_tokens SET revoked_at = now() WHERE coordinator_id = $1 AND revoked_at IS NULL`, [coordinatorId]);
+  await notifySessionsRevoked(db, { coordinatorId });
   return sessions.rowCount + tokens.rowCount;
 }
 
 export interface LockoutPolicy {
   windowMs: number;
+  /** Password checks per account per window, from anywhere; a successful sign-in resets the account's count. */
   maxPerAccount: number;
-  maxPerIp: number;
+  /** Wrong passwords per client IP per window, over all accounts. */
+  maxFailuresPerIp: number;
 }
 
-export const DEFAULT_LOCKOUT: LockoutPolicy = { windowMs: 15 * 60_000, maxPerAccount: 5, maxPerIp: 50 };
+export const DEFAULT_LOCKOUT: LockoutPolicy = { windowMs: 15 * 60_000, maxPerAccount: 5, maxFailuresPerIp: 50 };
+
+const accountKey = (email: string) => `account:${email.toLowerCase()}`;
+const ipKey = (ip: string | null) => `ip:${ip ?? '-'}`;
 
 /**
- * How long until this email or IP may try again: failures within the window at or above the limit lock it
- * until the oldest counted failure leaves the window. Counted in the database, so it holds across processes.
+ * Counts one attempt against `key` and returns its number within the current window, in one statement, so
+ * concurrent attempts (on any process) each get a distinct number. An expired window restarts at 1.
  */
-export async function lockoutRemainingMs(db: Queryable, args: { email: string; ip: string | null }, policy: LockoutPolicy = DEFAULT_LOCKOUT): Promise<number> {
-  const result = await db.query<{ key: string; failures: number; oldest: Date }>(
-    `SELECT key, count(*)::int AS failures, min(at) AS oldest FROM login_failures
-     WHERE key = ANY($1::text[]) AND at > now() - make_interval(secs => $2) GROUP BY key`,
-    [[`email:${args.email.toLowerCase()}`, `ip:${args.ip ?? '-'}`], policy.windowMs / 1000],
+async function bumpAttempts(db: Queryable, key: string, windowMs: number): Promise<{ attempts: number; retryAfterMs: number }> {
+  const result = await db.query<{ attempts: number; retry_after_ms: number }>(
+    `INSERT INTO login_attempts AS a (key, window_start, attempts) VALUES ($1, now(), 1)
+     ON CONFLICT (key) DO UPDATE SET
+       attempts = CASE WHEN a.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE a.attempts + 1 END,
+       window_start = CASE WHEN a.window_start <= now() - make_interval(secs => $2) THEN now() ELSE a.window_start END
+     RETURNING attempts, (extract(epoch FROM (window_start + make_interval(secs => $2) - now())) * 1000)::float8 AS retry_after_ms`,
+    [key, windowMs / 1000],
   );
-  let remaining = 0;
-  for (const row of result.rows) {
-    const limit = row.key.startsWith('email:') ? policy.maxPerAccount : policy.maxPerIp;
-    if (row.failures >= limit) remaining = Math.max(remaining, new Date(row.oldest).getTime() + policy.windowMs - Date.now());
-  }
-  return Math.max(0, remaining);
+  const row = result.rows[0]!;
+  return { attempts: row.attempts, retryAfterMs: Math.max(0, Number(row.retry_after_ms)) };
 }
 
-export async function recordLoginFailure(db: Queryable, args: { email: string; ip: string | null }): Promise<void> {
-  await db.query(`INSERT INTO login_failures (key) VALUES ($1), ($2)`, [`email:${args.email.toLowerCase()}`, `ip:${args.ip ?? '-'}`]);
-  // Keep the table small: old failures no longer count for anything.
-  await db.query(`DELETE FROM login_failures WHERE at < now() - interval '1 day'`);
+async function countedFailures(db: Queryable, key: string, windowMs: number): Promise<{ attempts: number; retryAfterMs: number }> {
+  const result = await db.query<{ attempts: number; retry_after_ms: number }>(
+    `SELECT attempts, (extract(epoch FROM (window_start + make_interval(secs => $2) - now())) * 1000)::float8 AS retry_after_ms
+     FROM login_attempts WHERE key = $1 AND window_start > now() - make_interval(secs => $2)`,
+    [key, windowMs / 1000],
+  );
+  const row = result.rows[0];
+  return row ? { attempts: row.attempts, retryAfterMs: Math.max(0, Number(row.retry_after_ms)) } : { attempts: 0, retryAfterMs: 0 };
 }
 
-export async function clearLoginFailures(db: Queryable, email: string): Promise<void> {
-  await db.query(`DELETE FROM login_failures WHERE key = $1`, [`email:${email.toLowerCase()}`]);
+export type LoginAdmission = { allowed: true } | { allowed: false; reason: 'account' | 'ip'; retryAfterMs: number };
+
+/**
+ * Decides, before the password is checked, whether this sign-in attempt may be evaluated. The rule:
+ * - per account: at most `maxPerAccount` password checks per window from anywhere, counted atomically as they
+ *   start (so parallel guesses cannot all slip under the limit); a successful sign-in resets the count.
+ * - per client IP: at most `maxFailuresPerIp` *wrong* passwords per window over all accounts. Attempts refused
+ *   by either rule are not evaluated and count as no failure, so one attacked account adds at most
+ *   `maxPerAccount` failures to an IP: an IP reaches its limit only by guessing at many accounts, and until
+ *   then anyone's correct password from that IP (a shared office or proxy) still signs in.
+ */
+export async function admitLoginAttempt(db: Queryable, args: { email: string; ip: string | null }, policy: LockoutPolicy = DEFAULT_LOCKOUT): Promise<LoginAdmission> {
+  const ip = await countedFailures(db, ipKey(args.ip), policy.windowMs);
+  if (ip.attempts >= policy.maxFailuresPerIp) return { allowed: false, reason: 'ip', retryAfterMs: ip.retryAfterMs };
+  const account = await bumpAttempts(db, accountKey(args.email), policy.windowMs);
+  if (account.attempts > policy.maxPerAccount) return { allowed: false, reason: 'account', retryAfterMs: account.retryAfterMs };
+  return { allowed: true };
+}
+
+/** A wrong password: counts against the client IP (the account's attempt was already counted on admission). */
+export async function recordLoginFailure(db: Queryable, args: { ip: string | null }, policy: LockoutPolicy = DEFAULT_LOCKOUT): Promise<void> {
+  await bumpAttempts(db, ipKey(args.ip), policy.windowMs);
+  // Keep the table small: rows whose window ended long ago count for nothing.
+  await db.query(`DELETE FROM login_attempts WHERE window_start < now() - interval '1 day'`);
+}
+
+/** A successful sign-in resets the account's count (the IP's failures stand). */
+export async function clearLoginAttempts(db: Queryable, email: string): Promise<void> {
+  await db.query(`DELETE FROM login_attempts WHERE key = $1`, [accountKey(email)]);
 }

@@ -1,26 +1,23 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { appendAudit, listAudit } from '../db/audit.ts';
-import { findCoordinatorByToken, findCoordinatorForLogin, insertCoordinator, issueToken, listCoordinators, revokeToken, type Coordinator } from '../db/coordinators.ts';
+import { insertCoordinator, issueToken, listCoordinators, revokeToken } from '../db/coordinators.ts';
 import { createOutbound } from '../db/messages.ts';
-import { canAccessPatient, listInbox, readTimeline } from '../db/patients.ts';
+import { resolveUncertainDelivery } from '../db/delivery-resolution.ts';
+import { listInbox, readTimeline } from '../db/patients.ts';
 import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
 import { FallbackTargetSchema } from '../core/routing/rules.ts';
-import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
-import { DECOY_PASSWORD_HASH, hashPassword, verifyPassword } from '../security/passwords.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
+import { hashPassword } from '../security/passwords.ts';
 import { parseInput, type AppDeps } from './server.ts';
-import { assertNotLockedOut, sessionCaller } from './session-api.ts';
-import { recordLoginFailure } from '../db/web-sessions.ts';
+import { authenticate } from './session-api.ts';
+import { ADMIN, CALLER, PATIENT, PUBLIC, callerOf, patientRoute, policy } from './policy.ts';
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    caller: Coordinator | null;
-  }
-}
 
 const LoginBody = z.object({ email: z.email().max(320), password: z.string().min(1).max(1024) });
-const PatientParams = z.object({ id: z.string().max(64) });
 const SendBody = z.object({ body: z.string().trim().min(1, 'body must not be empty').max(1600), idempotencyKey: z.string().min(1).max(200).optional() });
+const MessageParams = z.object({ id: z.string().max(64), messageId: z.uuid() });
+const DeliveryBody = z.object({ resolution: z.enum(['resend', 'delivered', 'cancel']) });
 const HandoffBody = z
   .object({
     toCoordinatorId: z.uuid().optional(),
@@ -43,67 +40,34 @@ const AuditQuery = z.object({ patientId: z.uuid().optional(), actorId: z.uuid().
 
 export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { db } = deps;
-  app.decorateRequest('caller', null);
-
-  /** Every /api route but login and health needs a bearer token. */
-  app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/') || request.url.startsWith('/api/auth/login') || request.url.startsWith('/api/health') || request.url.startsWith('/api/session/login')) return;
-    const header = request.headers.authorization;
-    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
-    // The web app signs in with a session cookie (and a CSRF header on writes) instead: see session-api.ts.
-    if (!token) request.caller = await sessionCaller(db, request, deps.sessionIdleMs);
-    if (!token && request.caller) return;
-    if (!token) throw new UnauthorizedError('an Authorization: Bearer token is required');
-    const caller = await findCoordinatorByToken(db, token);
-    if (!caller) throw new UnauthorizedError('the token is invalid, expired or revoked');
-    request.caller = caller;
-  });
-
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
-  /** 404 for patients the caller may not see, exactly as for patients that do not exist. */
-  async function requirePatient(request: FastifyRequest): Promise<{ caller: Coordinator; patientId: string }> {
-    const caller = callerOf(request);
-    const { id } = parseInput(PatientParams, request.params);
-    if (!(await canAccessPatient(db, caller, id))) throw new NotFoundError('patient');
-    return { caller, patientId: id };
-  }
-
-  app.get('/api/health', async (_request, reply) => {
+  app.get('/api/health', policy(PUBLIC), async (_request, reply) => {
     await db.query('SELECT 1');
     return reply.send({ status: 'ok', storage: db.kind });
   });
 
-  app.post('/api/auth/login', async (request, reply) => {
+  app.post('/api/auth/login', policy(PUBLIC), async (request, reply) => {
     const { email, password } = parseInput(LoginBody, request.body);
-    await assertNotLockedOut(db, { email, ip: request.ip });
-    const coordinator = await findCoordinatorForLogin(db, email);
-    const valid = await verifyPassword(password, coordinator?.passwordHash ?? DECOY_PASSWORD_HASH);
-    if (!coordinator || !valid) {
-      await recordLoginFailure(db, { email, ip: request.ip });
-      await appendAudit(db, { actorId: coordinator?.id ?? null, action: 'auth.login_failed', detail: { email }, ip: request.ip });
-      throw new AppError(401, 'invalid_credentials', 'email or password is wrong');
-    }
+    const coordinator = await authenticate(db, { email, password, ip: request.ip, via: 'token' });
     const { token, expiresAt } = await issueToken(db, coordinator.id, deps.tokenTtlMs);
     await appendAudit(db, { actorId: coordinator.id, action: 'auth.login', ip: request.ip });
     return reply.send({ token, expiresAt, coordinator: { id: coordinator.id, name: coordinator.name, email: coordinator.email, role: coordinator.role } });
   });
 
-  app.post('/api/auth/logout', async (request, reply) => {
+  app.post('/api/auth/logout', policy(CALLER), async (request, reply) => {
     const caller = callerOf(request);
-    await revokeToken(db, request.headers.authorization!.slice(7).trim());
+    // A caller signed in by the browser session has no token to revoke here: that is POST /api/session/logout.
+    const header = request.headers.authorization;
+    if (!header?.startsWith('Bearer ')) throw new BadRequestError('no_bearer_token', 'this signs out a bearer token; a browser session signs out with POST /api/session/logout');
+    await revokeToken(db, header.slice(7).trim());
     await appendAudit(db, { actorId: caller.id, action: 'auth.logout', ip: request.ip });
     return reply.status(204).send();
   });
 
-  app.get('/api/me', async (request) => callerOf(request));
+  app.get('/api/me', policy(CALLER), async (request) => callerOf(request));
 
-  app.get('/api/coordinators', async () => ({ coordinators: await listCoordinators(db) }));
+  app.get('/api/coordinators', policy(CALLER), async () => ({ coordinators: await listCoordinators(db) }));
 
-  app.get('/api/inbox', async (request) => {
+  app.get('/api/inbox', policy(CALLER), async (request) => {
     const caller = callerOf(request);
     const { scope, limit } = parseInput(InboxQuery, request.query);
     // Only admins see every patient; supervisors see their teams (GET /api/conversations, visibility.ts).
@@ -113,8 +77,8 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return { patients: rows };
   });
 
-  app.get('/api/patients/:id/timeline', async (request) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.get('/api/patients/:id/timeline', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     const { before, limit } = parseInput(TimelineQuery, request.query);
     const items = await readTimeline(db, { patientId, beforeSeq: before, limit });
     await appendAudit(db, { actorId: caller.id, action: 'timeline.read', patientId, ip: request.ip });
@@ -122,8 +86,8 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return { patientId, items, nextBefore: items.length === limit && oldest ? oldest.seq : null };
   });
 
-  app.post('/api/patients/:id/messages', async (request, reply) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.post('/api/patients/:id/messages', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const input = parseInput(SendBody, request.body);
     const result = await createOutbound(db, { patientId, authorId: caller.id, body: input.body, idempotencyKey: input.idempotencyKey, rules: deps.replyRules }, deps.metrics);
     if ('error' in result) throw new ConflictError(result.error, result.reason);
@@ -131,8 +95,20 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return reply.status(result.replayed ? 200 : 201).send(result);
   });
 
-  app.post('/api/patients/:id/handoff', async (request, reply) => {
-    const { caller, patientId } = await requirePatient(request);
+  /** A coordinator settles a reply whose delivery is uncertain (the provider could not be asked): resend, it arrived, or cancel. */
+  app.post('/api/patients/:id/messages/:messageId/delivery', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const { messageId } = parseInput(MessageParams, request.params);
+    const { resolution } = parseInput(DeliveryBody, request.body);
+    const result = await resolveUncertainDelivery(db, { patientId, messageId, resolution });
+    if (!result.ok && result.reason === 'not_found') throw new NotFoundError('message');
+    if (!result.ok) throw new ConflictError('not_uncertain', 'this message is not waiting for a delivery decision');
+    await appendAudit(db, { actorId: caller.id, action: 'message.delivery_resolve', patientId, detail: { messageId, resolution }, ip: request.ip });
+    return { patientId, messageId, resolution, status: result.status };
+  });
+
+  app.post('/api/patients/:id/handoff', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const input = parseInput(HandoffBody, request.body);
     const result = await handOffPatient(db, { patientId, actorId: caller.id, ...input, now: new Date() }).catch((error: unknown) => {
       if (!(error instanceof HandoffRefused)) throw error;
@@ -143,8 +119,8 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return reply.status(201).send({ patientId, ...result });
   });
 
-  app.post('/api/admin/coordinators', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.post('/api/admin/coordinators', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const input = parseInput(CreateCoordinatorBody, request.body);
     const created = await insertCoordinator(db, { email: input.email, name: input.name, role: input.role, passwordHash: await hashPassword(input.password) });
     if (!created) throw new ConflictError('email_taken', 'a coordinator with that email exists');
@@ -152,16 +128,10 @@ export async function registerApiRoutes(app: FastifyInstance, deps: AppDeps): Pr
     return reply.status(201).send(created);
   });
 
-  app.get('/api/admin/audit', async (request) => {
-    const caller = requireAdmin(request);
+  app.get('/api/admin/audit', policy(ADMIN), async (request) => {
+    const caller = callerOf(request);
     const query = parseInput(AuditQuery, request.query);
     await appendAudit(db, { actorId: caller.id, action: 'audit.read', patientId: query.patientId ?? null, ip: request.ip });
     return { entries: await listAudit(db, query) };
   });
-
-  function requireAdmin(request: FastifyRequest): Coordinator {
-    const caller = callerOf(request);
-    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
-    return caller;
-  }
 }

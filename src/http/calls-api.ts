@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import rangeParser from 'range-parser';
 import { z } from 'zod';
 import type { CallSettings } from '../calls/settings.ts';
@@ -6,10 +6,9 @@ import { classifyTwilioError } from '../channels/twilio-sms.ts';
 import { createTwilioClient } from '../channels/twilio-client.ts';
 import { appendAudit } from '../db/audit.ts';
 import { createOutboundCall, failOutboundCall, findRecordingMedia, PHONE_IDENTITY_CHANNEL, searchPatientContent, setProviderCallSid } from '../db/calls.ts';
-import type { Coordinator } from '../db/coordinators.ts';
-import { canAccessPatient } from '../db/patients.ts';
-import { AppError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, ConflictError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { CALLER, PATIENT, callerOf, patientRoute, policy, requirePatientVisible } from './policy.ts';
 
 const IdParams = z.object({ id: z.string().max(64) });
 const SearchQuery = z.object({ q: z.string().trim().min(2, 'q needs at least 2 characters').max(200), limit: z.coerce.number().int().min(1).max(200).default(50) });
@@ -17,21 +16,16 @@ const SearchQuery = z.object({ q: z.string().trim().min(2, 'q needs at least 2 c
 /**
  * Coordinator API for calls: click-to-call, recording media (authorised like the timeline, audited, HTTP range
  * requests for seeking in a player) and search over message bodies and call transcripts.
- * Authentication is api.ts's bearer-token hook, which covers every /api route.
+ * Who may call each route is its policy (src/http/policy.ts).
  */
 export async function registerCallsApiRoutes(app: FastifyInstance, deps: AppDeps & { calls?: CallSettings }): Promise<void> {
   const { db } = deps;
   const settings = deps.calls;
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
-  app.get('/api/search', async (request) => {
+  app.get('/api/search', policy(CALLER), async (request) => {
     const caller = callerOf(request);
     const { q, limit } = parseInput(SearchQuery, request.query);
-    const hits = await searchPatientContent(db, { q, coordinatorId: caller.role === 'coordinator' ? caller.id : null, limit });
+    const hits = await searchPatientContent(db, { q, viewer: caller, limit });
     await appendAudit(db, { actorId: caller.id, action: 'search', detail: { q, hits: hits.length, patients: [...new Set(hits.map((hit) => hit.patientId))] }, ip: request.ip });
     return { q, hits };
   });
@@ -43,10 +37,8 @@ export async function registerCallsApiRoutes(app: FastifyInstance, deps: AppDeps
    * Click-to-call: Twilio rings the coordinator's phone first; when they answer, /webhooks/twilio/voice/bridge
    * dials the patient, recorded like an incoming call. The call is in the timeline before Twilio is asked.
    */
-  app.post('/api/patients/:id/calls', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id: patientId } = parseInput(IdParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/calls', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     if (!settings.twilio.voiceNumber) throw new ConflictError('voice_not_configured', 'no Twilio voice number is configured (TWILIO_VOICE_NUMBER or TWILIO_FROM_NUMBER)');
     const phone = (await db.query<{ phone: string | null }>(`SELECT phone FROM coordinators WHERE id = $1`, [caller.id])).rows[0]?.phone;
     if (!phone) throw new ConflictError('no_coordinator_phone', 'you have no phone number on file to be called on');
@@ -80,11 +72,12 @@ export async function registerCallsApiRoutes(app: FastifyInstance, deps: AppDeps
   });
 
   /** Recording media: 404 for a patient the caller may not see, exactly like the timeline; every read is audited. */
-  app.get('/api/recordings/:id/media', async (request, reply) => {
+  app.get('/api/recordings/:id/media', policy({ auth: 'caller', scope: { handler: 'the recording\'s patient' } }), async (request, reply) => {
     const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     const media = await findRecordingMedia(db, id);
-    if (!media || !(await canAccessPatient(db, caller, media.patientId))) throw new NotFoundError('recording');
+    if (!media) throw new NotFoundError('recording');
+    await requirePatientVisible(db, caller, media.patientId, 'recording');
     if (!media.storageKey) throw new NotFoundError('recording media (not downloaded yet, or failed)');
     const size = await settings.storage.size(media.storageKey);
     if (size === undefined) throw new NotFoundError('recording media');

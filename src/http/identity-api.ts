@@ -1,15 +1,14 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { normaliseAddress } from '../core/address.ts';
 import { CHANNELS } from '../core/types.ts';
 import { appendAudit } from '../db/audit.ts';
-import type { Coordinator } from '../db/coordinators.ts';
 import { findMerge, linkIdentity, listMerges, mergePatients, undoMerge } from '../db/identities.ts';
 import { canAccessPatient } from '../db/patients.ts';
-import { BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, callerOf, patientRoute, policy, requirePatientVisible } from './policy.ts';
 
-const PatientParams = z.object({ id: z.string().max(64) });
 const MergeParams = z.object({ mergeId: z.string().max(64) });
 const LinkBody = z.object({ channel: z.enum(CHANNELS), address: z.string().min(1).max(320) });
 const MergeBody = z.object({ patientId: z.uuid() });
@@ -21,22 +20,16 @@ const MergeBody = z.object({ patientId: z.uuid() });
 export async function registerIdentityRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   const { db } = deps;
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
-  async function requireAccess(caller: Coordinator, patientId: string): Promise<void> {
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
-  }
-
   // GET /api/patients/:id/identities (with each identity's consent state) lives in consent-api.ts.
 
-  app.post('/api/patients/:id/identities', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id } = parseInput(PatientParams, request.params);
+  app.post('/api/patients/:id/identities', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId: id } = patientRoute(request);
     const input = parseInput(LinkBody, request.body);
-    await requireAccess(caller, id);
+    // Web chat identities (`patient:<id>`) are made by the system for the patient a chat link names; linking one by
+    // hand would route that patient's chat into this thread.
+    if (input.channel === 'webchat' || input.address.trim().toLowerCase().startsWith('patient:')) {
+      throw new BadRequestError('system_identity', 'web chat identities are created by chat links, not linked by hand');
+    }
     const normalised = normaliseAddress(input.channel, input.address, deps.defaultPhoneCountry);
     if (!normalised.ok) throw new BadRequestError('invalid_address', normalised.reason);
     const result = await linkIdentity(db, { patientId: id, channel: input.channel, address: normalised.address, actorId: caller.id });
@@ -59,20 +52,16 @@ export async function registerIdentityRoutes(app: FastifyInstance, deps: AppDeps
     return reply.status(201).send({ patientId: id, identity: result.identity, seq: result.seq });
   });
 
-  app.get('/api/patients/:id/merges', async (request) => {
-    const caller = callerOf(request);
-    const { id } = parseInput(PatientParams, request.params);
-    await requireAccess(caller, id);
+  app.get('/api/patients/:id/merges', policy(PATIENT), async (request) => {
+    const { patientId: id } = patientRoute(request);
     return { patientId: id, merges: await listMerges(db, id) };
   });
 
   /** Merges the patient in the body into the one in the path (the survivor, whose id stays). */
-  app.post('/api/patients/:id/merge', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id: survivorId } = parseInput(PatientParams, request.params);
+  app.post('/api/patients/:id/merge', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId: survivorId } = patientRoute(request);
     const { patientId: absorbedId } = parseInput(MergeBody, request.body);
-    await requireAccess(caller, survivorId);
-    await requireAccess(caller, absorbedId);
+    await requirePatientVisible(db, caller, absorbedId);
     if (survivorId === absorbedId) throw new BadRequestError('same_patient', 'a patient cannot be merged with itself');
     const result = await mergePatients(db, { survivorId, absorbedId, actorId: caller.id });
     if ('error' in result) {
@@ -86,13 +75,13 @@ export async function registerIdentityRoutes(app: FastifyInstance, deps: AppDeps
     return reply.status(201).send(result);
   });
 
-  app.post('/api/merges/:mergeId/undo', async (request, reply) => {
+  app.post('/api/merges/:mergeId/undo', policy({ auth: 'caller', scope: { handler: 'the merge\'s surviving patient' } }), async (request, reply) => {
     const caller = callerOf(request);
     const { mergeId } = parseInput(MergeParams, request.params);
     const merge = await findMerge(db, mergeId);
     if (!merge) throw new NotFoundError('merge');
     // While merged, the survivor holds both patients: access to it is access to the merge.
-    if (!(await canAccessPatient(db, caller, merge.survivorId))) throw new NotFoundError('merge');
+    await requirePatientVisible(db, caller, merge.survivorId, 'merge');
     const result = await undoMerge(db, { mergeId, actorId: caller.id });
     if ('error' in result) {
       if (result.error === 'not_found') throw new NotFoundError('merge');

@@ -163,10 +163,10 @@ describe.each(backends())('coordinator web API on $name', (backend) => {
     expect(locked.status).toBe(429);
     expect(locked.json.code).toBe('locked_out');
     expect((await h.api('POST', '/api/auth/login', { body: { email: ada.email, password: ada.password } })).status).toBe(429);
-    const failures = await h.database.db.query(`SELECT 1 FROM login_failures WHERE key = $1`, [`email:${ada.email}`]);
-    expect(failures.rowCount).toBe(5);
+    const attempts = await h.database.db.query<{ attempts: number }>(`SELECT attempts FROM login_attempts WHERE key = $1`, [`account:${ada.email}`]);
+    expect(attempts.rows[0]?.attempts).toBe(7);
     // The window passing unlocks it.
-    await h.database.db.query(`UPDATE login_failures SET at = now() - interval '16 minutes'`);
+    await h.database.db.query(`UPDATE login_attempts SET window_start = now() - interval '16 minutes'`);
     expect((await h.api('POST', '/api/session/login', { body: { email: ada.email, password: ada.password } })).status).toBe(200);
     const audit = await h.database.db.query<{ action: string }>(`SELECT action FROM audit_log WHERE action LIKE 'auth.%'`);
     expect(audit.rows.map((r) => r.action)).toEqual(expect.arrayContaining(['auth.login_failed', 'auth.login_locked', 'auth.login']));

@@ -1,8 +1,7 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { chooseReplyIdentity } from '../core/reply-channel.ts';
 import { appendAudit } from '../db/audit.ts';
-import type { Coordinator } from '../db/coordinators.ts';
 import {
   addNote,
   createTeam,
@@ -19,14 +18,14 @@ import {
 } from '../db/inbox.ts';
 import { handOffPatient, HandoffRefused } from '../db/handoffs.ts';
 import { listReplyCandidates } from '../db/fallback.ts';
-import { canSeePatient } from '../db/visibility.ts';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { canSeePatient, supervisesCoordinator, supervisesTeam } from '../db/visibility.ts';
+import { ConflictError, NotFoundError } from '../errors.ts';
 import { registerLiveRoutes } from './live.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { ADMIN, CALLER, PATIENT, SUPERVISOR, callerOf, patientRoute, policy } from './policy.ts';
 import { registerSessionRoutes } from './session-api.ts';
 import { registerWebApp } from './web-app.ts';
 
-const PatientParams = z.object({ id: z.string().max(64) });
 const ConversationsQuery = z.object({
   filter: z.enum(['all', 'mine', 'unread', 'waiting', 'team']).default('all'),
   q: z.string().trim().max(200).optional(),
@@ -62,28 +61,7 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
   await registerLiveRoutes(app, deps);
   await registerWebApp(app);
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-  async function requirePatient(request: FastifyRequest): Promise<{ caller: Coordinator; patientId: string }> {
-    const caller = callerOf(request);
-    const { id } = parseInput(PatientParams, request.params);
-    if (!(await canSeePatient(db, caller, id))) throw new NotFoundError('patient');
-    return { caller, patientId: id };
-  }
-  const requireSupervisor = (request: FastifyRequest): Coordinator => {
-    const caller = callerOf(request);
-    if (caller.role === 'coordinator') throw new ForbiddenError('supervisor_only', 'this needs the supervisor or admin role');
-    return caller;
-  };
-  const requireAdmin = (request: FastifyRequest): Coordinator => {
-    const caller = callerOf(request);
-    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'this needs the admin role');
-    return caller;
-  };
-
-  app.get('/api/conversations', async (request) => {
+  app.get('/api/conversations', policy(CALLER), async (request) => {
     const caller = callerOf(request);
     const query = parseInput(ConversationsQuery, request.query);
     const rows = await listConversations(db, caller, query);
@@ -92,14 +70,14 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return { conversations: rows };
   });
 
-  app.post('/api/patients/:id/read', async (request) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.post('/api/patients/:id/read', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     const { seq } = parseInput(ReadBody, request.body);
     return { patientId, readSeq: await markRead(db, caller.id, patientId, seq) };
   });
 
-  app.get('/api/patients/:id', async (request) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.get('/api/patients/:id', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     const panel = await readPatientPanel(db, patientId);
     if (!panel) throw new NotFoundError('patient');
     await appendAudit(db, { actorId: caller.id, action: 'patient.read', patientId, ip: request.ip });
@@ -107,8 +85,8 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
   });
 
   /** What a reply would use right now, and why: the composer shows it, the coordinator never picks it. */
-  app.get('/api/patients/:id/reply-channel', async (request) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.get('/api/patients/:id/reply-channel', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     // The same candidates and rules (opt-outs, messaging windows, templates) as the send itself (messages.ts).
     const choice = chooseReplyIdentity(await listReplyCandidates(db, patientId), deps.replyRules);
     await appendAudit(db, { actorId: caller.id, action: 'reply_channel.read', patientId, ip: request.ip });
@@ -117,18 +95,18 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return { ...rest, channel: identity.channel, address: identity.address, identityId: identity.id, lastInboundAt: identity.lastInboundAt };
   });
 
-  app.post('/api/patients/:id/notes', async (request, reply) => {
-    const { caller, patientId } = await requirePatient(request);
+  app.post('/api/patients/:id/notes', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const { note } = parseInput(NoteBody, request.body);
     const created = await addNote(db, { patientId, actorId: caller.id, note });
     await appendAudit(db, { actorId: caller.id, action: 'note.create', patientId, detail: { seq: created.seq }, ip: request.ip });
     return reply.status(201).send({ patientId, ...created });
   });
 
-  app.get('/api/teams', async () => ({ teams: await listTeams(db) }));
+  app.get('/api/teams', policy(CALLER), async () => ({ teams: await listTeams(db) }));
 
-  app.post('/api/admin/teams', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.post('/api/admin/teams', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const input = parseInput(TeamBody, request.body);
     const team = await createTeam(db, input);
     if (!team) throw new ConflictError('team_exists', 'a team with that name exists');
@@ -136,8 +114,8 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return reply.status(201).send(team);
   });
 
-  app.put('/api/admin/teams/:id/members', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.put('/api/admin/teams/:id/members', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     const input = parseInput(MemberBody, request.body);
     if (!(await setTeamMember(db, { teamId: id, ...input }))) throw new NotFoundError('team or coordinator');
@@ -145,18 +123,18 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return reply.status(204).send();
   });
 
-  app.delete('/api/admin/teams/:id/members/:coordinatorId', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.delete('/api/admin/teams/:id/members/:coordinatorId', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id, coordinatorId } = parseInput(MemberParams, request.params);
     if (!(await removeTeamMember(db, id, coordinatorId))) throw new NotFoundError('team member');
     await appendAudit(db, { actorId: caller.id, action: 'team.member_remove', detail: { teamId: id, coordinatorId }, ip: request.ip });
     return reply.status(204).send();
   });
 
-  app.get('/api/canned-responses', async () => ({ cannedResponses: await listCannedResponses(db) }));
+  app.get('/api/canned-responses', policy(CALLER), async () => ({ cannedResponses: await listCannedResponses(db) }));
 
-  app.post('/api/canned-responses', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.post('/api/canned-responses', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const input = parseInput(CannedBody, request.body);
     const created = await upsertCannedResponse(db, { ...input, actorId: caller.id });
     if (!created) throw new ConflictError('shortcut_taken', 'a canned response with that shortcut exists');
@@ -164,8 +142,8 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return reply.status(201).send(created);
   });
 
-  app.put('/api/canned-responses/:id', async (request) => {
-    const caller = requireAdmin(request);
+  app.put('/api/canned-responses/:id', policy(ADMIN), async (request) => {
+    const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     const input = parseInput(CannedBody, request.body);
     const updated = await upsertCannedResponse(db, { ...input, id, actorId: caller.id }).catch((error: unknown) => {
@@ -177,25 +155,28 @@ export async function registerInboxRoutes(app: FastifyInstance, deps: AppDeps): 
     return updated;
   });
 
-  app.delete('/api/canned-responses/:id', async (request, reply) => {
-    const caller = requireAdmin(request);
+  app.delete('/api/canned-responses/:id', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     if (!(await deleteCannedResponse(db, id))) throw new NotFoundError('canned response');
     await appendAudit(db, { actorId: caller.id, action: 'canned_response.delete', detail: { id }, ip: request.ip });
     return reply.status(204).send();
   });
 
-  app.get('/api/supervisor/overview', async (request) => {
-    const caller = requireSupervisor(request);
+  app.get('/api/supervisor/overview', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const overview = await supervisorOverview(db, caller);
     await appendAudit(db, { actorId: caller.id, action: 'supervisor.overview', ip: request.ip });
     return overview;
   });
 
   /** Bulk reassignment: each patient is handed off in its own transaction and recorded as a handoff. */
-  app.post('/api/supervisor/reassign', async (request) => {
-    const caller = requireSupervisor(request);
+  app.post('/api/supervisor/reassign', policy({ ...SUPERVISOR, scope: { handler: 'each patient in the body, and the target coordinator or team' } }), async (request) => {
+    const caller = callerOf(request);
     const input = parseInput(ReassignBody, request.body);
+    // Targets outside the supervisor's teams are "no such coordinator/team", as in POST /api/routing/reassign.
+    if (input.toCoordinatorId && !(await supervisesCoordinator(db, caller, input.toCoordinatorId))) throw new NotFoundError('coordinator');
+    if (input.toTeamId && !(await supervisesTeam(db, caller, input.toTeamId))) throw new NotFoundError('team');
     const results: Array<{ patientId: string; ok: boolean; error?: string }> = [];
     for (const patientId of input.patientIds) {
       if (!(await canSeePatient(db, caller, patientId))) {

@@ -1,16 +1,29 @@
 import type { ServerResponse } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import { parseCookie } from 'cookie';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Coordinator } from '../db/coordinators.ts';
 import { activitySince, latestActivityId, pruneActivity } from '../db/inbox.ts';
-import { ACTIVITY_CHANNEL } from '../db/notify.ts';
+import { ACTIVITY_CHANNEL, SESSIONS_REVOKED_CHANNEL } from '../db/notify.ts';
+import { liveCredentials, sessionCredential, tokenCredential } from '../db/web-sessions.ts';
 import { canSeePatient, viewersOfPatient, visiblePatientIds } from '../db/visibility.ts';
-import { UnauthorizedError } from '../errors.ts';
 import { acquireStreamSlot, CONNECTION_LIMIT_DEFAULTS, ConnectionCounter } from './connection-limits.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { CALLER, callerOf, policy } from './policy.ts';
+import { SESSION_COOKIE } from './session-api.ts';
+
+/** The credential the request authenticated with, as policy.ts's onRequest hook chose it (bearer first, else the cookie). */
+function credentialOf(request: FastifyRequest): string {
+  const header = request.headers.authorization;
+  if (header?.startsWith('Bearer ')) return tokenCredential(header.slice(7).trim());
+  const sessionId = request.headers.cookie ? parseCookie(request.headers.cookie)[SESSION_COOKIE] : undefined;
+  return sessionCredential(sessionId ?? '');
+}
 
 interface LiveClient {
   caller: Coordinator;
+  /** The session or token that opened the stream ('session:<sha256>' / 'token:<sha256>'): when it is revoked, the stream ends. */
+  credential: string;
   raw: ServerResponse;
   /** Patients this client may have on screen: when one stops being visible it is told `gone` (and nothing else). */
   seen: Set<string>;
@@ -72,12 +85,39 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     },
   );
 
+  // A logout, sign-out-everywhere, disabled account or password reset on any process ends the matching streams
+  // here at once: a revoked credential must not keep receiving events.
+  const end = (client: LiveClient) => {
+    clients.delete(client);
+    client.raw.end();
+  };
+  const unlistenRevoked = await db.listen(SESSIONS_REVOKED_CHANNEL, (payload) => {
+    let revoked: Partial<{ coordinatorId: string; credential: string }>;
+    try {
+      revoked = JSON.parse(payload);
+    } catch {
+      return;
+    }
+    for (const client of clients) {
+      if (client.caller.id === revoked.coordinatorId || client.credential === revoked.credential) end(client);
+    }
+  });
+
   let beats = 0;
   const heartbeat = setInterval(() => {
     for (const client of clients) client.raw.write(': keep-alive\n\n');
+    // Backstop for a missed notification (a listener reconnecting) or an expiry: re-check every stream's credential.
+    if (clients.size > 0) {
+      const open = [...clients];
+      liveCredentials(db, open.map((client) => client.credential))
+        .then((valid) => {
+          for (const client of open) if (!valid.has(client.credential)) end(client);
+        })
+        .catch((error: unknown) => app.log.warn({ err: error }, 'live credential check failed'));
+    }
     // Resume tokens older than a day are not worth keeping: such a client reloads anyway.
     if (++beats % 240 === 0) pruneActivity(db).catch(() => {});
-  }, HEARTBEAT_MS);
+  }, deps.liveHeartbeatMs ?? HEARTBEAT_MS);
   heartbeat.unref();
 
   app.addHook('preClose', async () => {
@@ -85,11 +125,11 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     for (const client of clients) client.raw.end();
     clients.clear();
     await unlisten();
+    await unlistenRevoked();
   });
 
-  app.get('/api/live', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
+  app.get('/api/live', policy(CALLER), async (request, reply) => {
+    const caller = callerOf(request);
     const { after } = parseInput(LiveQuery, request.query);
     const lastEventId = Number(request.headers['last-event-id']);
     const resumeFrom = Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : after;
@@ -103,7 +143,7 @@ export async function registerLiveRoutes(app: FastifyInstance, deps: AppDeps): P
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     raw.write('retry: 1000\n\n');
-    const client: LiveClient = { caller, raw, seen: new Set() };
+    const client: LiveClient = { caller, credential: credentialOf(request), raw, seen: new Set() };
     // Joined before the catch-up query, so nothing committed meanwhile falls between the two.
     clients.add(client);
     raw.on('close', () => clients.delete(client));

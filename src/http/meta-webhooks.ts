@@ -6,6 +6,7 @@ import { applyWatermark } from '../db/watermarks.ts';
 import { BadRequestError, ForbiddenError } from '../errors.ts';
 import { acceptEvents } from './inbound.ts';
 import type { AppDeps } from './server.ts';
+import { policy } from './policy.ts';
 
 const canVerify = (adapter: ChannelAdapter): adapter is ChannelAdapter & SubscriptionVerifier => 'verifySubscription' in adapter;
 const hasWatermarks = (adapter: ChannelAdapter): adapter is ChannelAdapter & WatermarkParser => 'parseWatermarks' in adapter;
@@ -29,14 +30,14 @@ export async function registerMetaWebhookRoutes(app: FastifyInstance, deps: AppD
     for (const { channel, adapter } of routes) {
       const path = `/webhooks/${channel}`;
 
-      scoped.get(path, async (request, reply) => {
+      scoped.get(path, policy({ auth: 'webhook', signature: 'meta' }), async (request, reply) => {
         const challenge = canVerify(adapter) ? adapter.verifySubscription(request.query as Record<string, unknown>) : null;
         if (challenge === null) throw new ForbiddenError('verify_token_mismatch', 'hub.verify_token does not match');
         return reply.type('text/plain').send(challenge);
       });
 
       /** 200 only after every event committed; Meta redelivers anything else, and stored events dedupe by mid / wamid. */
-      scoped.post(path, async (request, reply) => {
+      scoped.post(path, policy({ auth: 'webhook', signature: 'meta' }), async (request, reply) => {
         const webhook = toWebhookRequest(request, deps.publicBaseUrl);
         const events = adapter.parseWebhook(webhook);
         const watermarks = hasWatermarks(adapter) ? adapter.parseWatermarks(webhook) : [];

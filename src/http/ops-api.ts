@@ -1,15 +1,15 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { appendAudit } from '../db/audit.ts';
-import type { Coordinator } from '../db/coordinators.ts';
-import { BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { BadRequestError, NotFoundError, UnauthorizedError } from '../errors.ts';
 import { listAlertRuleVersions, loadActiveAlertRules, maskAlertRulesDocument, saveAlertRules, validateAlertRules } from '../ops/alert-rules.ts';
 import { maskUrlsIn } from '../ops/alert-target-url.ts';
 import { acknowledgeAlert, listAlerts } from '../ops/alerts.ts';
 import { listTargetHealth } from '../ops/notifier.ts';
 import { buildDailySeries, buildReport, reportToCsv, validateReportQuery } from '../ops/reports.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { ADMIN, SUPERVISOR, callerOf, policy } from './policy.ts';
 
 const IsoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'expected YYYY-MM-DD').refine((d) => !Number.isNaN(Date.parse(d)), 'not a calendar date');
 const ReportQuery = z.object({
@@ -45,23 +45,16 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   if (deps.metrics && deps.metricsToken) {
     const metrics = deps.metrics;
     const token = deps.metricsToken;
-    app.get('/metrics', async (request, reply) => {
+    app.get('/metrics', policy({ auth: 'metrics-token' }), async (request, reply) => {
       if (!isMetricsTokenValid(request.headers.authorization, token)) throw new UnauthorizedError('GET /metrics needs Authorization: Bearer $METRICS_TOKEN');
       return reply.type(metrics.registry.contentType).send(await metrics.render(db));
     });
   }
 
-  const supervisor = (request: FastifyRequest): Coordinator => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    if (caller.role === 'coordinator') throw new ForbiddenError('supervisor_only', 'this needs the supervisor or admin role');
-    return caller;
-  };
-
   const targetOptions = { allowPrivateTargets: deps.alertTargetsAllowPrivate === true };
 
-  app.get('/api/ops/alert-rules', async (request) => {
-    const caller = supervisor(request);
+  app.get('/api/ops/alert-rules', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const active = await loadActiveAlertRules(db);
     // A Slack or webhook URL's path is its secret: only admins (who may change them) see them whole.
     const shown = caller.role === 'admin' ? active : { ...active, document: maskAlertRulesDocument(active.document) };
@@ -69,16 +62,15 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   });
 
   /** Dry run: every problem listed, nothing stored. */
-  app.post('/api/ops/alert-rules/validate', async (request) => {
-    const caller = supervisor(request);
+  app.post('/api/ops/alert-rules/validate', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const result = validateAlertRules(request.body, targetOptions);
     if (!result.ok) return { ok: false, errors: result.errors };
     return { ok: true, document: caller.role === 'admin' ? result.document : maskAlertRulesDocument(result.document) };
   });
 
-  app.put('/api/ops/alert-rules', async (request, reply) => {
-    const caller = supervisor(request);
-    if (caller.role !== 'admin') throw new ForbiddenError('admin_only', 'changing alert rules needs the admin role');
+  app.put('/api/ops/alert-rules', policy(ADMIN), async (request, reply) => {
+    const caller = callerOf(request);
     const result = await saveAlertRules(db, request.body, caller.id, targetOptions);
     if (!result.ok) throw new BadRequestError('invalid_alert_rules', 'the alert rules are invalid; the active version is unchanged', { details: result.errors });
     await appendAudit(db, { actorId: caller.id, action: 'alert_rules.save', detail: { version: result.version }, ip: request.ip });
@@ -86,31 +78,31 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   });
 
   /** What the inbox shows supervisors as banners. */
-  app.get('/api/ops/alerts', async (request) => {
-    const caller = supervisor(request);
+  app.get('/api/ops/alerts', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const query = parseInput(AlertsQuery, request.query);
     const alerts = await listAlerts(db, { states: query.state, limit: query.limit, viewer: caller });
     await appendAudit(db, { actorId: caller.id, action: 'alerts.read', detail: { states: query.state, alerts: alerts.length }, ip: request.ip });
     return { alerts };
   });
 
-  app.post('/api/ops/alerts/:id/ack', async (request) => {
-    const caller = supervisor(request);
+  app.post('/api/ops/alerts/:id/ack', policy({ ...SUPERVISOR, scope: { handler: 'the alert, visible as in alertVisibleSql' } }), async (request) => {
+    const caller = callerOf(request);
     const { id } = parseInput(AlertParams, request.params);
     if (!(await acknowledgeAlert(db, id, caller))) throw new NotFoundError('open unacknowledged alert');
     await appendAudit(db, { actorId: caller.id, action: 'alert.ack', detail: { alertId: id }, ip: request.ip });
     return { id, acknowledgedBy: caller.id };
   });
 
-  app.get('/api/ops/alert-targets', async (request) => {
-    const caller = supervisor(request);
+  app.get('/api/ops/alert-targets', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const targets = await listTargetHealth(db);
     if (caller.role === 'admin') return { targets };
     return { targets: targets.map((t) => ({ ...t, lastError: t.lastError && maskUrlsIn(t.lastError) })) };
   });
 
-  app.get('/api/ops/reports', async (request, reply) => {
-    const caller = supervisor(request);
+  app.get('/api/ops/reports', policy(SUPERVISOR), async (request, reply) => {
+    const caller = callerOf(request);
     const query = parseInput(ReportQuery, request.query);
     const problems = validateReportQuery({ from: query.from, to: query.to, timeZone: query.tz });
     if (problems.length > 0) {
@@ -126,8 +118,8 @@ export async function registerOpsRoutes(app: FastifyInstance, deps: AppDeps): Pr
   });
 
   /** Day-by-day totals over at most 92 days, for the dashboard's charts. */
-  app.get('/api/ops/reports/daily', async (request) => {
-    const caller = supervisor(request);
+  app.get('/api/ops/reports/daily', policy(SUPERVISOR), async (request) => {
+    const caller = callerOf(request);
     const query = parseInput(ReportQuery, request.query);
     const problems = validateReportQuery({ from: query.from, to: query.to, timeZone: query.tz });
     if (Date.parse(query.to) - Date.parse(query.from) > 91 * 86_400_000) problems.push('to: a daily series covers at most 92 days');

@@ -534,6 +534,8 @@ describe.each(backends())('routing over HTTP on $name', (backend) => {
     expect(await timelineKinds(one)).toEqual(['inbound:hello', 'routed', 'inbound:are you there?', 'routed', 'returned']);
 
     const supervisor = await h.createCoordinator({ name: 'Sue', role: 'supervisor' });
+    // A supervisor reassigns within the teams they supervise (issue 13).
+    await createTeam('Day', [supervisor, ada, grace]);
     expect((await h.api('POST', '/api/routing/reassign', { token: grace.token, body: { fromCoordinatorId: ada.id, toCoordinatorId: grace.id } })).status).toBe(403);
     const bulk = await h.api('POST', '/api/routing/reassign', { token: supervisor.token, body: { fromCoordinatorId: ada.id, toCoordinatorId: grace.id, note: 'Ada is on leave' } });
     expect(bulk.json.moved).toBe(2);

@@ -18,13 +18,12 @@ import {
   declineHandoff,
   findHandoff,
   HandoffRefused,
-  isTeamMember,
   listTeamQueue,
   reassignAll,
   setCoordinatorStatus,
 } from '../db/handoffs.ts';
-import { canAccessPatient } from '../db/patients.ts';
-import { loadPatientState, previewDecision } from '../db/routing.ts';
+import { supervisesCoordinator, supervisesTeam } from '../db/visibility.ts';
+import { previewDecision } from '../db/routing.ts';
 import {
   BUILT_IN_RULE_SET,
   checkRuleSet,
@@ -34,8 +33,9 @@ import {
   loadActiveRules,
   saveRuleSet,
 } from '../db/routing-rules.ts';
-import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { ADMIN, PATIENT, SUPERVISOR, callerOf, patientRoute, policy, requirePatientVisible } from './policy.ts';
 
 /** The file format of an export; import also accepts a bare rule set. */
 export const RULES_FILE_FORMAT = 'switchboard.routing-rules/v1';
@@ -76,15 +76,6 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
   const { db } = deps;
   const now = deps.now ?? (() => new Date());
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-  const requireRole = (request: FastifyRequest, roles: ReadonlyArray<Coordinator['role']>): Coordinator => {
-    const caller = callerOf(request);
-    if (!roles.includes(caller.role)) throw new ForbiddenError(roles.includes('supervisor') ? 'supervisor_only' : 'admin_only', `this needs the ${roles.join(' or ')} role`);
-    return caller;
-  };
   const refused = (error: unknown): never => {
     if (!(error instanceof HandoffRefused)) throw error;
     if (error.code === 'not_found') throw new NotFoundError('handoff');
@@ -92,20 +83,26 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     if (error.code === 'not_yours' || error.code === 'not_a_member') throw new ForbiddenError(error.code, error.message);
     throw new BadRequestError(error.code, error.message);
   };
+  /** A supervisor moves patients only from and to their own teams' members and teams (404 otherwise, as for none); admins anywhere. */
+  async function requireBulkScope(caller: Coordinator, ids: { fromCoordinatorId?: string; toCoordinatorId?: string; toTeamId?: string }): Promise<void> {
+    for (const coordinatorId of [ids.fromCoordinatorId, ids.toCoordinatorId]) {
+      if (coordinatorId && !(await supervisesCoordinator(db, caller, coordinatorId))) throw new NotFoundError('coordinator');
+    }
+    if (ids.toTeamId && !(await supervisesTeam(db, caller, ids.toTeamId))) throw new NotFoundError('team');
+  }
   const invalidRuleSet = (errors: unknown) =>
     new AppError(422, 'invalid_rule_set', 'the rule set was rejected; the active version is unchanged', { details: errors });
 
   // ---- rule sets -------------------------------------------------------------------------------------------
 
-  app.get('/api/admin/routing/rules', async (request) => {
-    requireRole(request, ['supervisor', 'admin']);
+  app.get('/api/admin/routing/rules', policy(SUPERVISOR), async (request) => {
     const latest = await latestRuleSetVersion(db);
     if (!latest) return { version: null, builtIn: true, ruleSet: BUILT_IN_RULE_SET, authorId: null, createdAt: null, comment: null };
     return { ...latest, builtIn: false };
   });
 
   const save = async (request: FastifyRequest, input: unknown, comment: string | undefined, action: string) => {
-    const caller = requireRole(request, ['admin']);
+    const caller = callerOf(request);
     const result = await saveRuleSet(db, { input, authorId: caller.id, comment });
     if (!result.ok) {
       await appendAudit(db, { actorId: caller.id, action: `${action}_rejected`, detail: { errors: result.errors.length }, ip: request.ip });
@@ -115,26 +112,23 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     return result.version;
   };
 
-  app.put('/api/admin/routing/rules', async (request, reply) => {
+  app.put('/api/admin/routing/rules', policy(ADMIN), async (request, reply) => {
     const body = parseInput(SaveBody, request.body);
     const version = await save(request, body.ruleSet, body.comment, 'routing.rules.save');
     return reply.status(201).send(version);
   });
 
-  app.post('/api/admin/routing/rules/validate', async (request) => {
-    requireRole(request, ['supervisor', 'admin']);
+  app.post('/api/admin/routing/rules/validate', policy(SUPERVISOR), async (request) => {
     const body = parseInput(SaveBody, request.body);
     const checked = await checkRuleSet(db, body.ruleSet);
     return checked.ok ? { ok: true, errors: [] } : { ok: false, errors: checked.errors };
   });
 
-  app.get('/api/admin/routing/rules/versions', async (request) => {
-    requireRole(request, ['supervisor', 'admin']);
+  app.get('/api/admin/routing/rules/versions', policy(SUPERVISOR), async (request) => {
     return { versions: await listRuleSetVersions(db) };
   });
 
-  app.get('/api/admin/routing/rules/versions/:version', async (request) => {
-    requireRole(request, ['supervisor', 'admin']);
+  app.get('/api/admin/routing/rules/versions/:version', policy(SUPERVISOR), async (request) => {
     const { version } = parseInput(VersionParams, request.params);
     const found = await getRuleSetVersion(db, version);
     if (!found) throw new NotFoundError('rule set version');
@@ -142,8 +136,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   // Re-activating an old version is a change like any other: it is stored again as the newest version.
-  app.post('/api/admin/routing/rules/versions/:version/activate', async (request, reply) => {
-    requireRole(request, ['admin']);
+  app.post('/api/admin/routing/rules/versions/:version/activate', policy(ADMIN), async (request, reply) => {
     const { version } = parseInput(VersionParams, request.params);
     const found = await getRuleSetVersion(db, version);
     if (!found) throw new NotFoundError('rule set version');
@@ -151,8 +144,8 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     return reply.status(201).send(saved);
   });
 
-  app.get('/api/admin/routing/rules/export', async (request, reply) => {
-    const caller = requireRole(request, ['supervisor', 'admin']);
+  app.get('/api/admin/routing/rules/export', policy(SUPERVISOR), async (request, reply) => {
+    const caller = callerOf(request);
     const { version } = parseInput(ExportQuery, request.query);
     const found = version ? await getRuleSetVersion(db, version) : await latestRuleSetVersion(db);
     if (version && !found) throw new NotFoundError('rule set version');
@@ -164,7 +157,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
       .send(JSON.stringify(file, null, 2));
   });
 
-  app.post('/api/admin/routing/rules/import', async (request, reply) => {
+  app.post('/api/admin/routing/rules/import', policy(ADMIN), async (request, reply) => {
     const body = parseInput(ImportBody, request.body);
     const file = 'format' in body ? body : null;
     const version = await save(request, file ? file.ruleSet : body, typeof file?.comment === 'string' ? file.comment : 'imported', 'routing.rules.import');
@@ -173,8 +166,8 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
 
   // ---- dry run ---------------------------------------------------------------------------------------------
 
-  app.post('/api/routing/dry-run', async (request) => {
-    const caller = requireRole(request, ['supervisor', 'admin']);
+  app.post('/api/routing/dry-run', policy({ ...SUPERVISOR, scope: { handler: 'the patientId in the body' } }), async (request) => {
+    const caller = callerOf(request);
     const body = parseInput(DryRunBody, request.body);
     let compiled;
     if (body.ruleSet !== undefined) {
@@ -182,7 +175,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
       if (!checked.ok) throw invalidRuleSet(checked.errors);
       compiled = compileRuleSet(checked.ruleSet);
     }
-    if (body.patientId && !(await canAccessPatient(db, caller, body.patientId))) throw new NotFoundError('patient');
+    if (body.patientId) await requirePatientVisible(db, caller, body.patientId);
     const at = body.at ? new Date(body.at) : now();
     const { decision, facts } = await previewDecision(db, { compiled, patientId: body.patientId, patient: body.patient, message: body.message, now: at });
     if (body.patientId) await appendAudit(db, { actorId: caller.id, action: 'routing.dry_run', patientId: body.patientId, ip: request.ip });
@@ -199,18 +192,8 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
 
   // ---- a patient's routing ---------------------------------------------------------------------------------
 
-  /** Assigned coordinators, supervisors/admins, members of the queue it waits in, and the receiver of a pending handoff. */
-  async function requireRoutingAccess(request: FastifyRequest): Promise<{ caller: Coordinator; patientId: string }> {
-    const caller = callerOf(request);
-    const { id } = parseInput(IdParams, request.params);
-    if (await canAccessPatient(db, caller, id)) return { caller, patientId: id };
-    const state = await loadPatientState(db, id);
-    if (state && state.coordinatorId === null && state.teamId && (await isTeamMember(db, caller.id, state.teamId))) return { caller, patientId: id };
-    throw new NotFoundError('patient');
-  }
-
-  app.get('/api/patients/:id/routing', async (request) => {
-    const { caller, patientId } = await requireRoutingAccess(request);
+  app.get('/api/patients/:id/routing', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     const [assignment, handoff, timer, decisions] = await Promise.all([
       db.query(`SELECT coordinator_id AS "coordinatorId", team_id AS "teamId", assigned_at AS "assignedAt", return_to_coordinator_id AS "returnToCoordinatorId" FROM assignments WHERE patient_id = $1`, [patientId]),
       db.query(
@@ -237,17 +220,17 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     };
   });
 
-  app.post('/api/patients/:id/claim', async (request) => {
-    const { caller, patientId } = await requireRoutingAccess(request);
+  app.post('/api/patients/:id/claim', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
     const result = await claimFromQueue(db, { patientId, coordinatorId: caller.id, anyTeam: caller.role !== 'coordinator', now: now() }).catch(refused);
     await appendAudit(db, { actorId: caller.id, action: 'patient.claim', patientId, detail: { teamId: result.teamId }, ip: request.ip });
     return { patientId, coordinatorId: caller.id, teamId: result.teamId };
   });
 
-  app.get('/api/teams/:id/queue', async (request) => {
+  app.get('/api/teams/:id/queue', policy({ auth: 'caller', scope: { team: 'id' } }), async (request) => {
+    // The policy's team scope: members see their team's queue (a supervisor supervises only teams they belong to); admins every team's.
     const caller = callerOf(request);
     const { id } = parseInput(z.object({ id: uuid }), request.params);
-    if (caller.role === 'coordinator' && !(await isTeamMember(db, caller.id, id))) throw new NotFoundError('team');
     const patients = await listTeamQueue(db, id);
     await appendAudit(db, { actorId: caller.id, action: 'queue.read', detail: { teamId: id, patients: patients.length }, ip: request.ip });
     return { teamId: id, patients };
@@ -255,7 +238,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
 
   // ---- handoff accept / decline ----------------------------------------------------------------------------
 
-  app.post('/api/handoffs/:id/accept', async (request) => {
+  app.post('/api/handoffs/:id/accept', policy({ auth: 'caller', scope: { handler: 'only the handoff\'s receiving coordinator' } }), async (request) => {
     const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     if (!(await findHandoff(db, id))) throw new NotFoundError('handoff');
@@ -264,7 +247,7 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
     return { handoffId: id, state: 'accepted', patientId: result.patientId };
   });
 
-  app.post('/api/handoffs/:id/decline', async (request) => {
+  app.post('/api/handoffs/:id/decline', policy({ auth: 'caller', scope: { handler: 'only the handoff\'s receiving coordinator' } }), async (request) => {
     const caller = callerOf(request);
     const { id } = parseInput(IdParams, request.params);
     const body = parseInput(DeclineBody, request.body ?? undefined);
@@ -276,19 +259,20 @@ export async function registerRoutingRoutes(app: FastifyInstance, deps: AppDeps 
 
   // ---- coordinators ----------------------------------------------------------------------------------------
 
-  app.put('/api/coordinators/:id/status', async (request) => {
+  app.put('/api/coordinators/:id/status', policy({ auth: 'caller', scope: { coordinator: 'id' } }), async (request) => {
     const caller = callerOf(request);
+    // The policy's coordinator scope: one's own status, or (supervisors) their teams' members'; admins anyone's.
     const { id } = parseInput(z.object({ id: uuid }), request.params);
-    if (id !== caller.id && caller.role === 'coordinator') throw new ForbiddenError('not_yours', 'coordinators may only set their own status');
     const body = parseInput(StatusBody, request.body);
     const result = await setCoordinatorStatus(db, { coordinatorId: id, ...body, actorId: caller.id, now: now() }).catch(refused);
     await appendAudit(db, { actorId: caller.id, action: 'coordinator.status', detail: { coordinatorId: id, from: result.previous, to: body.status, returned: result.returned.length }, ip: request.ip });
     return { coordinatorId: id, status: body.status, returnedPatients: result.returned };
   });
 
-  app.post('/api/routing/reassign', async (request) => {
-    const caller = requireRole(request, ['supervisor', 'admin']);
+  app.post('/api/routing/reassign', policy({ ...SUPERVISOR, scope: { handler: 'the from and to coordinators or team in the body' } }), async (request) => {
+    const caller = callerOf(request);
     const body = parseInput(ReassignBody, request.body);
+    await requireBulkScope(caller, { fromCoordinatorId: body.fromCoordinatorId, toCoordinatorId: body.toCoordinatorId, toTeamId: body.toTeamId });
     const moved = await reassignAll(db, { ...body, note: body.note ?? null, actorId: caller.id, now: now() }).catch(refused);
     for (const patientId of moved) {
       await appendAudit(db, { actorId: caller.id, action: 'patient.reassign', patientId, detail: { from: body.fromCoordinatorId, to: body.toCoordinatorId ?? null, toTeam: body.toTeamId ?? null, bulk: true }, ip: request.ip });

@@ -22,6 +22,7 @@ import { registerVisitRoutes } from './visits.ts';
 import type { CallSettings } from '../calls/settings.ts';
 import { registerOpsRoutes } from './ops-api.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
+import { installPolicy, type RegisteredRoute } from './policy.ts';
 import type { OpsMetrics } from '../ops/metrics.ts';
 
 export interface AppDeps {
@@ -33,6 +34,10 @@ export interface AppDeps {
   tokenTtlMs: number;
   /** Browser sessions expire after this long without a request (and at tokenTtlMs after sign-in regardless). */
   sessionIdleMs?: number;
+  /** IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed (config TRUSTED_PROXIES); unset: none. */
+  trustedProxies?: string[];
+  /** How often open live streams get a keep-alive and have their credential re-checked; default 15 s. */
+  liveHeartbeatMs?: number;
   /** Webhook and API bodies above this are refused with 413 before parsing. */
   bodyLimitBytes?: number;
   /** Clock and template channels for choosing a reply's channel (windows, fallback); unset = no window checks. */
@@ -55,6 +60,8 @@ export interface AppDeps {
   metrics?: OpsMetrics;
   /** GET /metrics needs `Authorization: Bearer <metricsToken>`; unset = /metrics is not served on this port. */
   metricsToken?: string;
+  /** Sees every route as it is registered, with its policy (the route-table test collects them). */
+  onRouteRegistered?: (route: RegisteredRoute) => void;
 }
 
 export interface HttpTimeouts {
@@ -84,8 +91,9 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
     // pino's Logger is a FastifyBaseLogger; widening keeps route helpers typed against the plain FastifyInstance.
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 256 * 1024,
-    // Behind a proxy, set trustProxy so `request.ip` in the audit log is the client, not the proxy.
-    trustProxy: process.env.TRUST_PROXY === '1',
+    // X-Forwarded-For is believed only from the configured proxies (proxy-addr walks it from the peer back, stopping
+    // at the first untrusted hop), so `request.ip` (audit log, sign-in throttling) cannot be chosen by a client.
+    trustProxy: deps.trustedProxies && deps.trustedProxies.length > 0 ? deps.trustedProxies : false,
   });
 
   // Webhook signatures cover the exact bytes, so forms reach handlers unparsed; each adapter parses after verifying.
@@ -110,6 +118,17 @@ export async function createApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+
+  // Before any route: every route must declare who may call it, enforced on the route the router matched.
+  installPolicy(app, { db: deps.db, sessionIdleMs: deps.sessionIdleMs, onRouteRegistered: deps.onRouteRegistered });
+
+  // Patient information must not linger in browser or proxy caches: every API answer is no-store (unless a route
+  // chose its own, e.g. recordings' `private, no-store`). Over https, browsers are told to never try http.
+  const hsts = new URL(deps.publicBaseUrl).protocol === 'https:';
+  app.addHook('onSend', async (request, reply) => {
+    if (hsts) reply.header('strict-transport-security', 'max-age=31536000');
+    if ((request.routeOptions.url ?? request.url).startsWith('/api/') && !reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  });
 
   await registerWebhookRoutes(app, deps);
   await registerApiRoutes(app, deps);

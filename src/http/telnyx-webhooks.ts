@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { BadRequestError } from '../errors.ts';
 import { acceptEvents } from './inbound.ts';
 import type { AppDeps } from './server.ts';
+import { policy } from './policy.ts';
 
 /**
  * Telnyx messaging webhooks: one URL for inbound messages and delivery events (Telnyx sends both to the
@@ -16,7 +17,7 @@ export async function registerTelnyxWebhookRoutes(app: FastifyInstance, deps: Ap
     // The signature covers the exact bytes: JSON reaches the adapter unparsed, in this scope only.
     scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
-    scope.post('/webhooks/telnyx/sms', async (request, reply) => {
+    scope.post('/webhooks/telnyx/sms', policy({ auth: 'webhook', signature: 'telnyx' }), async (request, reply) => {
       if (!Buffer.isBuffer(request.body)) throw new BadRequestError('invalid_webhook', 'expected an application/json body');
       const events = sms.parseWebhook({ publicUrl: deps.publicBaseUrl + request.url, headers: request.headers, rawBody: request.body });
       // The same path as every channel: canonical addresses, batch order, exactly-once storage, consent keywords.

@@ -21,8 +21,9 @@ class Client {
     ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }));
   }
 
-  static async open(server: OtherWeb, visitId: string): Promise<Client> {
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/visits/${visitId}`);
+  /** `cookie`: the coordinator's web app session, which is what authenticates the coordinator's side. */
+  static async open(server: OtherWeb, visitId: string, cookie?: string): Promise<Client> {
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/visits/${visitId}`, cookie ? { headers: { cookie } } : undefined);
     const client = new Client(ws);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
@@ -53,7 +54,7 @@ class Client {
     return eventually(() => this.closed, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'the socket to close' });
   }
 
-  async join(hello: { role: 'coordinator' | 'patient'; token: string }): Promise<void> {
+  async join(hello: { role: 'coordinator' | 'patient'; token?: string }): Promise<void> {
     this.send({ type: 'hello', ...hello });
     await this.received('welcome');
   }
@@ -74,6 +75,7 @@ describe.each(backends())('visit signaling across two web servers on one databas
 
   beforeEach(async () => {
     coordinatorToken = undefined;
+    coordinatorCookie = undefined;
     dir = await mkdtemp(join(tmpdir(), 'visit-signaling-'));
     h = await startHarness(backend, { calls: { media: { kind: 'local', dir: join(dir, 'media') } } });
     [a, b] = await startTwoWebs(backend, h, dir);
@@ -86,16 +88,24 @@ describe.each(backends())('visit signaling across two web servers on one databas
     await rm(dir, { recursive: true, force: true });
   }, 60_000);
 
-  const connect = async (server: OtherWeb, visitId: string) => {
-    const client = await Client.open(server, visitId);
+  // Every socket carries the coordinator's session cookie unless anonymous (a patient's page authenticates by its token).
+  const connect = async (server: OtherWeb, visitId: string, { anonymous = false } = {}) => {
+    const client = await Client.open(server, visitId, anonymous ? undefined : coordinatorCookie);
     clients.push(client);
     return client;
   };
 
   let coordinatorToken: string | undefined;
+  let coordinatorCookie: string | undefined;
   /** A new patient by SMS (routed to this test's one coordinator) and a visit with them; the join token from the invite. */
   async function startVisit(phone: string): Promise<{ coordinatorToken: string; visitId: string; joinToken: string }> {
-    coordinatorToken ??= (await h.createCoordinator({ name: 'Ada' })).token;
+    if (!coordinatorToken) {
+      const ada = await h.createCoordinator({ name: 'Ada' });
+      coordinatorToken = ada.token;
+      const login = await fetch(`${h.baseUrl}/api/session/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: ada.email, password: ada.password }) });
+      expect(login.status).toBe(200);
+      coordinatorCookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    }
     expect((await h.sendSms(phone, 'Can we talk by video?')).status).toBe(200);
     const patientId = (await h.database.db.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE address = $1`, [phone])).rows[0]!.patient_id;
     const started = await h.api('POST', `/api/patients/${patientId}/visits`, { token: coordinatorToken });
@@ -211,6 +221,25 @@ describe.each(backends())('visit signaling across two web servers on one databas
     }
   });
 
+  it('serves the visit pages with a strict CSP, no inline script, and no API token in the page', async () => {
+    const { visitId } = await startVisit('+15551230009');
+    for (const path of [`/visits/${visitId}/host`, `/visit/${visitId}`]) {
+      const page = await fetch(`${h.baseUrl}${path}`);
+      const csp = page.headers.get('content-security-policy') ?? '';
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).not.toContain('unsafe-inline');
+      const html = await page.text();
+      expect(html).not.toMatch(/<script>|<script(?![^>]*\bsrc=)[^>]*>|<style|\bstyle=/);
+      expect(html).toContain('<script src="/visits/assets/visit.js"></script>');
+    }
+    const script = await fetch(`${h.baseUrl}/visits/assets/visit.js`);
+    expect(script.headers.get('content-type')).toContain('text/javascript');
+    const source = await script.text();
+    expect(source).not.toContain("get('token')");
+    expect(source).toContain('/api/session');
+  });
+
   it('closes a bad hello with 1008 and changes nothing', async () => {
     const { coordinatorToken, visitId, joinToken } = await startVisit('+15551230002');
     const coordinator = await connect(a, visitId);
@@ -224,12 +253,15 @@ describe.each(backends())('visit signaling across two web servers on one databas
     const attempts: Array<{ server: OtherWeb; first: unknown; error: string }> = [
       { server: b, first: { type: 'hello', role: 'patient', token: 'x'.repeat(43) }, error: 'the link is invalid or has expired' },
       { server: b, first: { type: 'hello', role: 'coordinator', token: 'not-a-token' }, error: 'not allowed' },
+      // The coordinator's API token is no longer a way in: only the web app's session cookie is.
+      { server: a, first: { type: 'hello', role: 'coordinator', token: coordinatorToken }, error: 'not allowed' },
+      { server: b, first: { type: 'hello', role: 'coordinator' }, error: 'not allowed' },
       { server: a, first: { type: 'hello', role: 'coordinator', token: joinToken }, error: 'not allowed' },
       { server: b, first: { type: 'consent' }, error: 'the first message must be hello' },
       { server: a, first: { type: 'signal', data: { description: { type: 'offer', sdp: 'v=0' } } }, error: 'the first message must be hello' },
     ];
     for (const attempt of attempts) {
-      const client = await connect(attempt.server, visitId);
+      const client = await connect(attempt.server, visitId, { anonymous: true });
       client.send(attempt.first);
       client.send({ type: 'consent' });
       expect(await client.closedWith()).toEqual({ code: 1008, reason: attempt.error });

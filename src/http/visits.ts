@@ -1,25 +1,33 @@
 import { randomUUID } from 'node:crypto';
 import fastifyWebsocket from '@fastify/websocket';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from '@fastify/websocket';
 import { z } from 'zod';
 import type { CallSettings } from '../calls/settings.ts';
-import { renderVisitPage } from '../calls/visit-page.ts';
+import { renderVisitPage, VISIT_PAGE_CSP, VISIT_PAGE_SCRIPT, VISIT_PAGE_STYLE } from '../calls/visit-page.ts';
 import { appendAudit } from '../db/audit.ts';
-import { findCoordinatorByToken, type Coordinator } from '../db/coordinators.ts';
+import { parseCookie } from 'cookie';
+import type { Coordinator } from '../db/coordinators.ts';
+import { touchWebSession } from '../db/web-sessions.ts';
+import { DEFAULT_SESSION_IDLE_MS, SESSION_COOKIE } from './session-api.ts';
 import { createOutbound } from '../db/messages.ts';
-import { canAccessPatient } from '../db/patients.ts';
+import { canSeePatient } from '../db/visibility.ts';
 import { joinVisitSignaling, leaveVisitSignaling, parseVisitSignalNotice, recordVisitConsent, relayVisitSignal, takeVisitSignal, VISIT_SIGNALS_CHANNEL, type VisitSide } from '../db/visit-signals.ts';
 import { completeVisitRecording, createVisit, findVisit, findVisitByToken, listChunks, recordChunk, setInviteMessage, type VisitRow } from '../db/visits.ts';
-import { AppError, BadRequestError, ConflictError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, NotFoundError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
 import { CONNECTION_LIMIT_DEFAULTS } from './connection-limits.ts';
+import { PATIENT, PUBLIC, callerOf, patientRoute, policy, requirePatientVisible, type RoutePolicy } from './policy.ts';
+
+/** A visit's routes: any coordinator who may see the visit's patient (the handler looks the visit up). */
+const VISIT = { auth: 'caller', scope: { handler: "the visit's patient" } } as const satisfies RoutePolicy;
 
 const IdParams = z.object({ id: z.string().max(64) });
 const ChunkParams = z.object({ id: z.string().max(64), index: z.coerce.number().int().min(0).max(100_000) });
 // chunkCount omitted: assemble what the server kept (the contiguous run from chunk 0), e.g. after the tab closed mid-visit.
 const CompleteBody = z.object({ chunkCount: z.number().int().min(1).max(100_001).optional() });
-const Hello = z.object({ type: z.literal('hello'), role: z.enum(['coordinator', 'patient']), token: z.string().min(1).max(200) });
+// The coordinator's side is authenticated by the session cookie on the upgrade request; a token in its hello is ignored.
+const Hello = z.object({ type: z.literal('hello'), role: z.enum(['coordinator', 'patient']), token: z.string().min(1).max(200).optional() });
 const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('consent') }),
   z.object({ type: z.literal('signal'), data: z.unknown() }),
@@ -83,22 +91,16 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     await unlisten().catch(() => {});
   });
 
-  const callerOf = (request: FastifyRequest): Coordinator => {
-    if (!request.caller) throw new UnauthorizedError();
-    return request.caller;
-  };
-
   async function requireVisit(request: FastifyRequest, id: string): Promise<{ caller: Coordinator; visit: VisitRow }> {
     const caller = callerOf(request);
     const visit = await findVisit(db, id);
-    if (!visit || !(await canAccessPatient(db, caller, visit.patientId))) throw new NotFoundError('visit');
+    if (!visit) throw new NotFoundError('visit');
+    await requirePatientVisible(db, caller, visit.patientId, 'visit');
     return { caller, visit };
   }
 
-  app.post('/api/patients/:id/visits', async (request, reply) => {
-    const caller = callerOf(request);
-    const { id: patientId } = parseInput(IdParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/visits', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const { visit, token } = await createVisit(db, { patientId, coordinatorId: caller.id, ttlMs: visitSettings.linkTtlMs });
     const joinUrl = `${deps.publicBaseUrl}/visit/${visit.id}#t=${token}`;
     const minutes = Math.round(visitSettings.linkTtlMs / 60_000);
@@ -114,10 +116,15 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     return reply.status(201).send({ visitId: visit.id, seq: visit.seq, hostUrl: `${deps.publicBaseUrl}/visits/${visit.id}/host`, expiresAt: visit.expiresAt, invite: { messageId: sent.messageId, channel: sent.channel } });
   });
 
-  app.get('/visits/:id/host', async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
-  app.get('/visit/:id', async (_request, reply) => reply.type('text/html').header('cache-control', 'no-store').send(renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
+  // The host page signs in with the web app's session cookie (the WebSocket checks it), never an API token in the URL.
+  const page = (reply: FastifyReply, type: string, body: string) =>
+    reply.type(type).header('content-security-policy', VISIT_PAGE_CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer').header('cache-control', 'no-store').send(body);
+  app.get('/visits/:id/host', policy(PUBLIC), async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('coordinator', { iceServers: visitSettings.iceServers })));
+  app.get('/visit/:id', policy(PUBLIC), async (_request, reply) => page(reply, 'text/html; charset=utf-8', renderVisitPage('patient', { iceServers: visitSettings.iceServers })));
+  app.get('/visits/assets/visit.js', policy(PUBLIC), async (_request, reply) => page(reply, 'text/javascript; charset=utf-8', VISIT_PAGE_SCRIPT));
+  app.get('/visits/assets/visit.css', policy(PUBLIC), async (_request, reply) => page(reply, 'text/css; charset=utf-8', VISIT_PAGE_STYLE));
 
-  app.get('/api/visits/:id/recording/chunks', async (request) => {
+  app.get('/api/visits/:id/recording/chunks', policy(VISIT), async (request) => {
     const { id } = parseInput(IdParams, request.params);
     const { visit } = await requireVisit(request, id);
     return { visitId: visit.id, chunks: await listChunks(db, visit.id) };
@@ -128,7 +135,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     scope.addContentTypeParser([...WEBM_TYPES], { parseAs: 'buffer', bodyLimit: visitSettings.maxChunkBytes }, (_request, body, done) => done(null, body));
     await scope.register(fastifyWebsocket, { options: { maxPayload: 256 * 1024 } });
 
-    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes }, async (request, reply) => {
+    scope.put('/api/visits/:id/recording/chunks/:index', { bodyLimit: visitSettings.maxChunkBytes, ...policy(VISIT) }, async (request, reply) => {
       const { id, index } = parseInput(ChunkParams, request.params);
       const { visit } = await requireVisit(request, id);
       const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -145,7 +152,7 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
       return reply.status(204).send();
     });
 
-    scope.post('/api/visits/:id/recording/complete', async (request, reply) => {
+    scope.post('/api/visits/:id/recording/complete', policy(VISIT), async (request, reply) => {
       const { id } = parseInput(IdParams, request.params);
       const { caller, visit } = await requireVisit(request, id);
       const body = parseInput(CompleteBody, request.body ?? {});
@@ -170,10 +177,21 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
     });
 
     /**
-     * Signaling: the first message authenticates (coordinator bearer token or patient join token); then consent and
+     * Signaling: the coordinator is the web app session whose cookie came with the upgrade (same origin only); the
+     * patient's first message carries the join token. Then consent and
      * SDP/ICE relay. The peer may be on another web process: everything goes through the database (see above).
      */
-    scope.get('/ws/visits/:id', { websocket: true }, (socket: WebSocket, request) => {
+    const publicOrigin = new URL(deps.publicBaseUrl).origin;
+    async function sessionCoordinator(request: FastifyRequest): Promise<Coordinator | null> {
+      // Cross-site WebSocket hijacking: a page elsewhere must not ride the cookie (SameSite=Strict is a second line).
+      const origin = request.headers.origin;
+      if (origin && origin !== publicOrigin && origin !== `${request.protocol}://${request.headers.host}`) return null;
+      const sessionId = request.headers.cookie ? parseCookie(request.headers.cookie)[SESSION_COOKIE] : undefined;
+      if (!sessionId) return null;
+      return (await touchWebSession(db, sessionId, deps.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS))?.coordinator ?? null;
+    }
+
+    scope.get('/ws/visits/:id', { websocket: true, ...policy({ auth: 'link', link: 'visit' }) }, (socket: WebSocket, request) => {
       const visitId = (request.params as { id: string }).id;
       let connection: LocalConnection | undefined;
       let actorId: string | null = null;
@@ -201,11 +219,11 @@ export async function registerVisitRoutes(app: FastifyInstance, deps: AppDeps & 
           const hello = Hello.safeParse(message);
           if (!hello.success) return fail('the first message must be hello');
           if (hello.data.role === 'coordinator') {
-            const caller = await findCoordinatorByToken(db, hello.data.token);
+            const caller = await sessionCoordinator(request);
             const visit = caller ? await findVisit(db, visitId) : null;
-            if (!caller || !visit || !(await canAccessPatient(db, caller, visit.patientId))) return fail('not allowed');
+            if (!caller || !visit || !(await canSeePatient(db, caller, visit.patientId))) return fail('not allowed');
             actorId = caller.id;
-          } else if (!(await findVisitByToken(db, visitId, hello.data.token))) {
+          } else if (!hello.data.token || !(await findVisitByToken(db, visitId, hello.data.token))) {
             return fail('the link is invalid or has expired');
           }
           if (closing) return;

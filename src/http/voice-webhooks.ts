@@ -19,6 +19,7 @@ import {
 import { BadRequestError, ForbiddenError } from '../errors.ts';
 import { parseInput, type AppDeps } from './server.ts';
 import { storableText } from '../core/text.ts';
+import { policy } from './policy.ts';
 
 const { VoiceResponse } = twilio.twiml;
 type Params = Record<string, string | string[]>;
@@ -85,7 +86,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
   }
 
   /** An incoming call: log it on the caller's patient, then put it through to their coordinator or take a voicemail. */
-  app.post('/webhooks/twilio/voice', async (request, reply) => {
+  app.post('/webhooks/twilio/voice', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const params = verify(request);
     const callSid = single(params.CallSid);
     const from = single(params.From);
@@ -108,7 +109,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
   });
 
   /** <Dial> finished: answered → hang up; unanswered inbound → voicemail; unanswered patient on click-to-call → tell the coordinator. */
-  app.post('/webhooks/twilio/voice/dial-action', async (request, reply) => {
+  app.post('/webhooks/twilio/voice/dial-action', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const params = verify(request);
     const { callId } = parseInput(CallQuery, request.query);
     const leg = (request.query as { leg?: string }).leg === 'patient' ? 'patient' : 'coordinator';
@@ -131,7 +132,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
     return twiml(reply, response);
   });
 
-  app.post('/webhooks/twilio/voice/recorded', async (request, reply) => {
+  app.post('/webhooks/twilio/voice/recorded', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     verify(request);
     const response = new VoiceResponse();
     response.hangup();
@@ -139,7 +140,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
   });
 
   /** Click-to-call, second half: the coordinator picked up the call we placed; now ring the patient, recorded. */
-  app.post('/webhooks/twilio/voice/bridge', async (request, reply) => {
+  app.post('/webhooks/twilio/voice/bridge', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const params = verify(request);
     const { callId } = parseInput(CallQuery, request.query);
     const call = await findCall(db, callId);
@@ -154,7 +155,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
   });
 
   /** Call status callback (configure it on the number for incoming calls; we request it on calls we place). */
-  app.post('/webhooks/twilio/call-status', async (request, reply) => {
+  app.post('/webhooks/twilio/call-status', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const params = verify(request);
     const callSid = single(params.CallSid);
     const status = single(params.CallStatus);
@@ -170,7 +171,7 @@ export async function registerVoiceWebhookRoutes(app: FastifyInstance, deps: App
    * Recording status callback: stored once per RecordingSid together with a durable download job, then 200.
    * Downloading here would hold Twilio's request open for as long as the media takes; the worker does it.
    */
-  app.post('/webhooks/twilio/recording', async (request, reply) => {
+  app.post('/webhooks/twilio/recording', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const params = verify(request);
     const query = parseInput(RecordingQuery, request.query);
     const recordingSid = single(params.RecordingSid);

@@ -4,16 +4,18 @@ import { z } from 'zod';
 import { WEBCHAT_PROVIDER } from '../channels/webchat.ts';
 import { appendAudit } from '../db/audit.ts';
 import { applyDeliveryStatus, createOutbound } from '../db/messages.ts';
-import { canAccessPatient, recordInbound } from '../db/patients.ts';
+import { recordInbound } from '../db/patients.ts';
 import { storableText } from '../core/text.ts';
 import { ensureWebchatIdentity, filterOwnOutbound, pushToWebchatStream, readWebchatStream, WEBCHAT_CHANNEL } from '../db/webchat.ts';
-import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError } from '../errors.ts';
-import { createWebchatToken, verifyWebchatToken, webchatAddress } from '../security/webchat-link.ts';
+import { ConflictError, ForbiddenError, UnauthorizedError } from '../errors.ts';
+import { checkWebchatLink, isWebchatLinkLive, issueWebchatLink, listWebchatLinks, renewWebchatLink, revokeWebchatLinks } from '../db/webchat-links.ts';
+import { isWellFormedWebchatToken, webchatAddress } from '../security/webchat-link.ts';
 import { acquireStreamSlot, CONNECTION_LIMIT_DEFAULTS, ConnectionCounter } from './connection-limits.ts';
 import { parseInput, type AppDeps } from './server.ts';
+import { PATIENT, PUBLIC, patientRoute, policy } from './policy.ts';
 
 export interface WebchatSettings {
-  /** HMAC key for chat links (WEBCHAT_LINK_SECRET). */
+  /** Key of the stored links' token hashes (WEBCHAT_LINK_SECRET). */
   linkSecret: string;
   /** Default lifetime of a new link. */
   linkTtlMs: number;
@@ -28,11 +30,9 @@ const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; conne
 const MAX_BODY_CHARS = 4000;
 const STREAM_PAGE = 200;
 
-// As in api.ts: an id that is no patient's is a 404, like a patient the caller may not see.
-const LinkParams = z.object({ id: z.string().max(64) });
 const LinkBody = z.object({
   send: z.boolean().default(false),
-  ttlHours: z.number().min(0.01).max(24 * 30).optional(),
+  ttlHours: z.number().min(0.01).max(24 * 7).optional(),
   idempotencyKey: z.string().min(1).max(200).optional(),
 }).strict();
 const PatientMessageBody = z.object({
@@ -76,17 +76,21 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
     await unlisten().catch(() => {});
   });
 
-  function patientOf(request: FastifyRequest): string {
-    return claimsOf(request).patientId;
+  async function patientOf(request: FastifyRequest): Promise<string> {
+    return (await claimsOf(request)).patientId;
   }
 
-  function claimsOf(request: FastifyRequest): { patientId: string; expiresAt: Date } {
+  /** The stored link behind the request's bearer token: unknown, expired and revoked links are 403. */
+  async function claimsOf(request: FastifyRequest): Promise<{ linkId: string; patientId: string; expiresAt: Date }> {
     const header = request.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw new UnauthorizedError('this chat needs the link it was opened with');
-    const check = verifyWebchatToken(settings!.linkSecret, token);
-    if (!check.ok) throw new ForbiddenError(`link_${check.reason}`, check.reason === 'expired' ? 'this chat link has expired; ask your care team for a new one' : 'this chat link is not valid');
-    return check.claims;
+    const check = isWellFormedWebchatToken(token) ? await checkWebchatLink(db, settings!.linkSecret, token) : ({ ok: false, reason: 'unknown' } as const);
+    if (!check.ok) {
+      const message = check.reason === 'unknown' ? 'this chat link is not valid' : `this chat link has ${check.reason === 'expired' ? 'expired' : 'been withdrawn'}; ask your care team for a new one`;
+      throw new ForbiddenError(`link_${check.reason}`, message);
+    }
+    return check;
   }
 
   const sendPage = (name: keyof typeof PAGE_FILES) => async (_request: FastifyRequest, reply: FastifyReply) =>
@@ -97,19 +101,17 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       .header('cache-control', 'no-store')
       .type(PAGE_FILES[name])
       .send(pages[name]);
-  app.get('/chat', sendPage('index.html'));
-  app.get('/chat/chat.js', sendPage('chat.js'));
-  app.get('/chat/chat.css', sendPage('chat.css'));
+  app.get('/chat', policy(PUBLIC), sendPage('index.html'));
+  app.get('/chat/chat.js', policy(PUBLIC), sendPage('chat.js'));
+  app.get('/chat/chat.css', policy(PUBLIC), sendPage('chat.css'));
 
   /** A coordinator makes a link for one of their patients and, optionally, sends it as a normal reply. */
-  app.post('/api/patients/:id/webchat-link', async (request, reply) => {
-    const caller = request.caller;
-    if (!caller) throw new UnauthorizedError();
-    const { id: patientId } = parseInput(LinkParams, request.params);
-    if (!(await canAccessPatient(db, caller, patientId))) throw new NotFoundError('patient');
+  app.post('/api/patients/:id/webchat-link', policy(PATIENT), async (request, reply) => {
+    const { caller, patientId } = patientRoute(request);
     const input = parseInput(LinkBody, request.body ?? {});
-    const expiresAt = new Date(Date.now() + (input.ttlHours !== undefined ? input.ttlHours * 3_600_000 : settings.linkTtlMs));
-    const url = `${deps.publicBaseUrl}/chat#${createWebchatToken(settings.linkSecret, { patientId, expiresAt })}`;
+    const link = await issueWebchatLink(db, settings.linkSecret, { patientId, createdBy: caller.id, ttlMs: input.ttlHours !== undefined ? input.ttlHours * 3_600_000 : settings.linkTtlMs });
+    const { expiresAt, linkId } = link;
+    const url = `${deps.publicBaseUrl}/chat#${link.token}`;
     let message: unknown;
     if (input.send) {
       const created = await createOutbound(db, {
@@ -121,13 +123,50 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       if ('error' in created) throw new ConflictError(created.error, created.reason);
       message = created;
     }
-    await appendAudit(db, { actorId: caller.id, action: 'webchat.link_created', patientId, detail: { expiresAt: expiresAt.toISOString(), sent: input.send }, ip: request.ip });
-    return reply.status(201).send({ url, expiresAt, ...(message ? { message } : {}) });
+    await appendAudit(db, { actorId: caller.id, action: 'webchat.link_created', patientId, detail: { linkId, expiresAt: expiresAt.toISOString(), sent: input.send }, ip: request.ip });
+    return reply.status(201).send({ url, linkId, expiresAt, ...(message ? { message } : {}) });
+  });
+
+  /**
+   * A patient's links, and revoking one or all of them (any coordinator who may see the patient). Links are also
+   * revoked by the database when the patient changes hands or is merged (migration 0013's triggers).
+   */
+  app.get('/api/patients/:id/webchat-links', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
+    await appendAudit(db, { actorId: callerId, action: 'webchat.links_read', patientId, ip: request.ip });
+    return { links: await listWebchatLinks(db, patientId) };
+  });
+
+  app.delete('/api/patients/:id/webchat-links', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
+    const revoked = await revokeWebchatLinks(db, { patientId, linkId: null, reason: 'revoked' });
+    await appendAudit(db, { actorId: callerId, action: 'webchat.link_revoked', patientId, detail: { all: true, revoked }, ip: request.ip });
+    return { revoked };
+  });
+
+  app.delete('/api/patients/:id/webchat-links/:linkId', policy(PATIENT), async (request) => {
+    const { caller, patientId } = patientRoute(request);
+    const callerId = caller.id;
+    const { linkId } = parseInput(z.object({ linkId: z.uuid() }), { linkId: (request.params as { linkId?: unknown }).linkId });
+    const revoked = await revokeWebchatLinks(db, { patientId, linkId, reason: 'revoked' });
+    await appendAudit(db, { actorId: callerId, action: 'webchat.link_revoked', patientId, detail: { linkId, revoked }, ip: request.ip });
+    return { revoked };
+  });
+
+  /** The page exchanges its still-valid link for a fresh one (the old one stops working): an open chat never lapses. */
+  app.post('/chat/api/renew', policy({ auth: 'link', link: 'webchat' }), async (request) => {
+    const { linkId, patientId } = await claimsOf(request);
+    const fresh = await renewWebchatLink(db, settings.linkSecret, { linkId, ttlMs: settings.linkTtlMs });
+    if (!fresh) throw new ForbiddenError('link_revoked', 'this chat link has been withdrawn; ask your care team for a new one');
+    await appendAudit(db, { actorId: null, action: 'webchat.link_renewed', patientId, detail: { from: linkId, to: fresh.linkId }, ip: request.ip });
+    return { token: fresh.token, expiresAt: fresh.expiresAt };
   });
 
   /** A patient's message from the page: an inbound message on channel webchat, deduplicated by the page's own id. */
-  app.post('/chat/api/messages', { bodyLimit: 16 * 1024 }, async (request, reply) => {
-    const patientId = patientOf(request);
+  app.post('/chat/api/messages', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
+    const patientId = await patientOf(request);
     const input = parseInput(PatientMessageBody, request.body);
     const address = webchatAddress(patientId);
     if (!(await ensureWebchatIdentity(db, patientId, address))) throw new ForbiddenError('link_unknown_patient', 'this chat link is not valid');
@@ -148,8 +187,8 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
   });
 
   /** The page's receipts for our replies: `delivered` when it rendered them, `read` when it was visible. */
-  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024 }, async (request, reply) => {
-    const patientId = patientOf(request);
+  app.post('/chat/api/receipts', { bodyLimit: 16 * 1024, ...policy({ auth: 'link', link: 'webchat' }) }, async (request, reply) => {
+    const patientId = await patientOf(request);
     const input = parseInput(ReceiptBody, request.body);
     const own = await filterOwnOutbound(db, patientId, input.messageIds);
     for (const messageId of own) {
@@ -162,8 +201,8 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
    * Server-sent events: replays the stream after `?after=` or `Last-Event-ID` from the database, then follows it
    * live. Each event's id is its stream position, so a reconnecting client resumes exactly where it stopped.
    */
-  app.get('/chat/api/stream', async (request, reply) => {
-    const { patientId, expiresAt } = claimsOf(request);
+  app.get('/chat/api/stream', policy({ auth: 'link', link: 'webchat' }), async (request, reply) => {
+    const { linkId, patientId, expiresAt } = await claimsOf(request);
     const query = parseInput(StreamQuery, request.query);
     const lastEventId = request.headers['last-event-id'];
     const fromHeader = typeof lastEventId === 'string' && /^\d{1,10}$/.test(lastEventId) ? Number(lastEventId) : undefined;
@@ -185,6 +224,8 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       connection: 'close',
       'x-accel-buffering': 'no',
       'x-content-type-options': 'nosniff',
+      // The page renews its link before this (POST /chat/api/renew).
+      'x-link-expires-at': expiresAt.toISOString(),
     });
     // `retry` tells an EventSource to reconnect after 1 s (it then sends Last-Event-ID).
     raw.write('retry: 1000\n: connected\n\n');
@@ -201,6 +242,8 @@ export async function registerWebchatRoutes(app: FastifyInstance, deps: AppDeps 
       try {
         do {
           again = false;
+          // Revoked (by a coordinator, a handoff or a merge, which also wake this stream) or expired: stop here.
+          if (!(await isWebchatLinkLive(db, linkId))) return end();
           for (;;) {
             const items = await readWebchatStream(db, { patientId, afterSeq: lastSent, limit: STREAM_PAGE });
             for (const item of items) {

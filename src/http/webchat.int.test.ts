@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { EventSource } from 'eventsource';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createWebchatToken } from '../security/webchat-link.ts';
+import { issueWebchatLink } from '../db/webchat-links.ts';
 import { startWeb } from '../services/web.ts';
 import { backends, isPostgresAvailable, postgresBackend } from '../test/databases.ts';
 import { eventually, freePort, startHarness, TEST_TWILIO, TEST_WEBCHAT_SECRET, type Harness } from '../test/harness.ts';
@@ -114,7 +114,7 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
 
   it('a reconnecting client resumes after the last sequence it saw, across a server restart, with no loss or duplicate', async () => {
     const { ada, patientId } = await patientBySms('+15550002222');
-    const token = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 3_600_000) });
+    const token = (await issueWebchatLink(h.database.db, TEST_WEBCHAT_SECRET, { patientId, createdBy: null, ttlMs: 3_600_000 })).token;
     await h.startRelay();
     expect((await post('/chat/api/messages', token, { clientMessageId: 'client-a-0001', body: 'one' })).status).toBe(201);
     const stream = openStream(h.baseUrl, token);
@@ -151,9 +151,9 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
 
   it('refuses expired, tampered and missing links with nothing stored, and bad input with a 4xx', async () => {
     const { patientId } = await patientBySms('+15550003333');
-    const expired = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() - 1000) });
-    const valid = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 3_600_000) });
-    const otherSecret = createWebchatToken('another-secret-0123456789abcdef-0123456789', { patientId, expiresAt: new Date(Date.now() + 3_600_000) });
+    const expired = (await issueWebchatLink(h.database.db, TEST_WEBCHAT_SECRET, { patientId, createdBy: null, ttlMs: -1000 })).token;
+    const valid = (await issueWebchatLink(h.database.db, TEST_WEBCHAT_SECRET, { patientId, createdBy: null, ttlMs: 3_600_000 })).token;
+    const otherSecret = (await issueWebchatLink(h.database.db, 'another-secret-0123456789abcdef-0123456789', { patientId, createdBy: null, ttlMs: 3_600_000 })).token;
     const tampered = valid.slice(0, -2) + (valid.endsWith('AA') ? 'BB' : 'AA');
     const count = async () => Number((await h.database.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM messages`)).rows[0]!.n);
     const before = await count();
@@ -185,7 +185,7 @@ describe.each(backends())('web chat over real HTTP on $name', (backend) => {
     const pino = (await import('pino')).default;
     const web = await startWeb({ db: h.database.db, logger: pino({ level: 'silent' }), adapters: h.adapters, publicBaseUrl: baseUrl, tokenTtlMs: 60_000, host: '127.0.0.1', port, webchat: { linkSecret: TEST_WEBCHAT_SECRET, linkTtlMs: 60_000, heartbeatMs: 100 } });
     try {
-      const token = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 2_500) });
+      const token = (await issueWebchatLink(h.database.db, TEST_WEBCHAT_SECRET, { patientId, createdBy: null, ttlMs: 2_500 })).token;
       const stream = openStream(baseUrl, token);
       streams.push(stream);
       await eventually(() => stream.statuses[0] === 200, { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'stream open' });
@@ -243,7 +243,7 @@ describe.skipIf(!isPostgresAvailable())('web chat fan-out across processes (Post
     const ada = await h.createCoordinator({ name: 'Ada' });
     expect((await h.sendSms('+15550005555', 'hi')).status).toBe(200);
     const patientId = (await h.api('GET', '/api/inbox', { token: ada.token })).json.patients[0].patientId as string;
-    const token = createWebchatToken(TEST_WEBCHAT_SECRET, { patientId, expiresAt: new Date(Date.now() + 3_600_000) });
+    const token = (await issueWebchatLink(h.database.db, TEST_WEBCHAT_SECRET, { patientId, createdBy: null, ttlMs: 3_600_000 })).token;
 
     const stream = openStream(otherUrl, token);
     streams.push(stream);

@@ -5,6 +5,7 @@ import { applyDeliveryStatus } from '../db/messages.ts';
 import { BadRequestError, ForbiddenError } from '../errors.ts';
 import { acceptedAt } from '../ops/delivery-latency.ts';
 import type { AppDeps } from './server.ts';
+import { policy } from './policy.ts';
 
 const EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>';
 
@@ -21,14 +22,14 @@ export async function registerWebhookRoutes(app: FastifyInstance, deps: AppDeps)
    * Inbound SMS. 200 only after the commit: an error (DB down) becomes a 5xx and Twilio redelivers; a
    * redelivery of a stored MessageSid is answered 200 again and stored once.
    */
-  app.post('/webhooks/twilio/sms', async (request, reply) => {
+  app.post('/webhooks/twilio/sms', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const events = parseEvents(sms, request, deps);
     // elapsedTime runs from the moment Fastify received the request.
     await acceptEvents(deps, request.log, events.filter((event) => event.kind === 'inbound'), { quietWhenEmpty: true, elapsedSeconds: () => reply.elapsedTime / 1000 });
     return reply.type('text/xml').send(EMPTY_TWIML);
   });
 
-  app.post('/webhooks/twilio/status', async (request, reply) => {
+  app.post('/webhooks/twilio/status', policy({ auth: 'webhook', signature: 'twilio' }), async (request, reply) => {
     const events = parseEvents(sms, request, deps);
     for (const event of events) {
       if (event.kind !== 'status') continue;

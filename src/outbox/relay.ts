@@ -138,6 +138,8 @@ export async function startOutboxRelay(options: OutboxRelayOptions): Promise<Out
     let asked = false;
     try {
       if (needsLookup) {
+        // No lookup is possible and a resend might reach the patient twice: the row waits for a coordinator.
+        if (adapter.lookup === 'none') return { ...base, kind: 'uncertain', provider: adapter.provider };
         const candidates = await adapter.findSent(message, { since: send.createdAt, signal });
         const known = await knownProviderMessageIds(db, adapter.provider, candidates);
         const found = candidates.find((id) => !known.has(id));

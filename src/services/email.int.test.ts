@@ -105,13 +105,18 @@ describe.each(backends())('email over real SMTP on $name', (backend) => {
     expect(h.smtp!.received.map((r) => r.text.trim())).toEqual(['first reply', 'third reply']);
   });
 
-  it('resends with the same Message-ID when the connection drops after the server accepted (at-least-once)', async () => {
+  it('holds a reply as uncertain when the connection drops after the server accepted; a resend the coordinator asks for keeps the Message-ID', async () => {
     const ada = await h.createCoordinator({ name: 'Ada' });
     await mailClient(h.smtpListener!.port).sendMail({ from: 'pat@example.org', to: 'care@switchboard.test', subject: 'Hi', messageId: '<p2@example.org>', text: 'hello' });
     const patientId = (await messages())[0]!.patient_id;
     h.smtp!.enqueueFault({ kind: 'drop-after-accept' });
     await h.startRelay();
     const reply = await h.api('POST', `/api/patients/${patientId}/messages`, { token: ada.token, body: { body: 'maybe twice' } });
+    await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'uncertain', { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'held as uncertain' });
+    // SMTP cannot be asked what it accepted, so nothing was resent on the relay's own judgement.
+    expect(h.smtp!.received).toHaveLength(1);
+    const decided = await h.api('POST', `/api/patients/${patientId}/messages/${reply.json.messageId}/delivery`, { token: ada.token, body: { resolution: 'resend' } });
+    expect(decided.status, decided.text).toBe(200);
     await eventually(async () => (await messages()).find((m) => m.id === reply.json.messageId)?.status === 'queued', { timeoutMs: SLOW_MACHINE_WAIT_MS, what: 'recorded after the resend' });
     expect(h.smtp!.received).toHaveLength(2);
     expect(new Set(h.smtp!.received.map((r) => r.messageId)).size).toBe(1);

@@ -150,7 +150,7 @@ export function Thread(props: { me: Me; patientId: string; live: Live; now: numb
                       <span>Switched to {channelLabel(item.channel)}</span>
                     </li>
                   )}
-                  <MessageRow item={item} directory={directory} />
+                  <MessageRow item={item} directory={directory} patientId={patientId} onChanged={() => void loadNewest()} onNotify={props.onNotify} />
                 </Fragment>
               );
             }
@@ -181,6 +181,7 @@ export function Thread(props: { me: Me; patientId: string; live: Live; now: numb
 const STATUS_TEXT: Record<string, { glyph: string; text: string }> = {
   pending: { glyph: '◷', text: 'Sending' },
   sending: { glyph: '◷', text: 'Sending' },
+  uncertain: { glyph: '?', text: 'Delivery uncertain — the provider may or may not have it' },
   queued: { glyph: '✓', text: 'Queued' },
   sent: { glyph: '✓', text: 'Sent' },
   delivered: { glyph: '✓✓', text: 'Delivered' },
@@ -189,9 +190,31 @@ const STATUS_TEXT: Record<string, { glyph: string; text: string }> = {
   failed: { glyph: '⚠', text: 'Failed' },
 };
 
-function MessageRow({ item, directory }: { item: MessageItem; directory: Directory }) {
+const RESOLUTIONS = [
+  { resolution: 'resend', label: 'Resend', done: 'Sending it again.' },
+  { resolution: 'delivered', label: 'It arrived', done: 'Marked as sent.' },
+  { resolution: 'cancel', label: 'Cancel', done: 'Cancelled.' },
+] as const;
+
+function MessageRow(props: { item: MessageItem; directory: Directory; patientId: string; onChanged(): void; onNotify(message: string): void }) {
+  const { item, directory } = props;
   const status = STATUS_TEXT[item.status] ?? { glyph: '', text: item.status };
   const failed = item.status === 'failed' || item.status === 'undelivered';
+  const uncertain = item.direction === 'outbound' && item.status === 'uncertain';
+  const [busy, setBusy] = useState(false);
+  const resolve = async (choice: (typeof RESOLUTIONS)[number]) => {
+    setBusy(true);
+    try {
+      await api('POST', `/api/patients/${props.patientId}/messages/${item.id}/delivery`, { resolution: choice.resolution });
+      props.onNotify(choice.done);
+    } catch (error) {
+      // 409: someone else decided first; the refreshed thread shows what they chose.
+      props.onNotify(error instanceof ApiError && error.status === 409 ? 'Someone already decided about this message.' : 'That did not work; try again.');
+    } finally {
+      setBusy(false);
+      props.onChanged();
+    }
+  };
   return (
     <li className={`message ${item.direction}`} data-seq={item.seq}>
       <div className="bubble">
@@ -208,6 +231,15 @@ function MessageRow({ item, directory }: { item: MessageItem; directory: Directo
             <span aria-hidden="true">{status.glyph}</span> {status.text}
             {failed && (item.errorMessage || item.errorCode) && <span className="reason">: {item.errorMessage ?? `error ${item.errorCode}`}</span>}
           </p>
+        )}
+        {uncertain && (
+          <div className="delivery-decision" role="group" aria-label="Delivery uncertain: decide">
+            {RESOLUTIONS.map((choice) => (
+              <button key={choice.resolution} type="button" className="secondary" disabled={busy} onClick={() => void resolve(choice)}>
+                {choice.label}
+              </button>
+            ))}
+          </div>
         )}
       </div>
     </li>

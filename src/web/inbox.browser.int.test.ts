@@ -126,6 +126,37 @@ describe.skipIf(!existsSync(CHROMIUM) && !BROWSER_REQUIRED)('coordinator web app
     await gracePage.screenshot({ path: `${SCREENSHOTS_DIR}inbox.png` });
   });
 
+  it('shows an uncertain delivery with its three decisions, and "It arrived" marks it sent', async () => {
+    const lee = await h.createCoordinator({ name: 'Lee' });
+    await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [lee.id]);
+    await h.sendSms('+15557770009', 'Did you get my forms?');
+    await h.database.db.query(`UPDATE coordinators SET is_available = true, status = 'available'`);
+    const patientId = (await h.database.db.query<{ patient_id: string }>(`SELECT patient_id FROM channel_identities WHERE address = '+15557770009'`)).rows[0]!.patient_id;
+    // The state a Messenger, WhatsApp or email send whose answer was lost ends in (src/http/uncertain-delivery.int.test.ts
+    // produces it for real); this harness has only SMS, whose lookup is conclusive, so the row is written as it would be.
+    const seq = (await h.database.db.query<{ seq: number }>(`UPDATE patients SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq AS seq`, [patientId])).rows[0]!.seq;
+    const message = await h.database.db.query<{ id: string }>(
+      `INSERT INTO messages (patient_id, seq, direction, channel, address, provider, body, status, author_id)
+       VALUES ($1, $2, 'outbound', 'sms', '+15557770009', 'twilio', 'We got them, thank you', 'uncertain', $3) RETURNING id`,
+      [patientId, seq, lee.id],
+    );
+    await h.database.db.query(`INSERT INTO outbox (message_id, patient_id, seq, state, attempts, needs_lookup) VALUES ($1, $2, $3, 'uncertain', 1, true)`, [message.rows[0]!.id, patientId, seq]);
+
+    const page = await signIn(lee.email, lee.password);
+    await page.locator(`[data-patient-id="${patientId}"]`).click();
+    const bubble = page.locator(`.message.outbound[data-seq="${seq}"]`);
+    await expect.poll(() => bubble.locator('[data-status]').textContent()).toContain('Delivery uncertain — the provider may or may not have it');
+    const decision = bubble.getByRole('group', { name: 'Delivery uncertain: decide' });
+    for (const name of ['Resend', 'It arrived', 'Cancel']) await decision.getByRole('button', { name }).waitFor();
+    await expectNoSeriousAxeViolations(page);
+
+    await decision.getByRole('button', { name: 'It arrived' }).click();
+    await bubble.locator('[data-status="sent"]').waitFor();
+    await decision.waitFor({ state: 'detached' });
+    const outbox = await h.database.db.query(`SELECT state FROM outbox WHERE message_id = $1`, [message.rows[0]!.id]);
+    expect(outbox.rows).toEqual([{ state: 'sent' }]);
+  });
+
   it('moves between conversations with j/k, focuses the reply box with r, and fits a tablet', async () => {
     const kim = await h.createCoordinator({ name: 'Kim' });
     await h.database.db.query(`UPDATE coordinators SET is_available = false, status = 'away' WHERE id <> $1`, [kim.id]);

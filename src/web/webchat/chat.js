@@ -22,6 +22,27 @@
   let stopped = false;
 
   const headers = { authorization: 'Bearer ' + token };
+  let renewTimer = null;
+
+  // Links are short-lived: halfway to its expiry the page exchanges its link for a fresh one (the old one stops
+  // working), so an open chat does not lapse. The server says when the link expires on each stream response.
+  function scheduleRenewal(expiresAt) {
+    const at = Date.parse(expiresAt || '');
+    if (!Number.isFinite(at) || renewTimer) return;
+    renewTimer = setTimeout(async () => {
+      renewTimer = null;
+      try {
+        const response = await fetch('/chat/api/renew', { method: 'POST', headers, cache: 'no-store' });
+        if (!response.ok) return;
+        const fresh = await response.json();
+        headers.authorization = 'Bearer ' + fresh.token;
+        sessionStorage.setItem('switchboard-chat-token', fresh.token);
+        scheduleRenewal(fresh.expiresAt);
+      } catch (error) {
+        // the stream's reconnect reports a link that no longer works
+      }
+    }, Math.max(0, (at - Date.now()) / 2));
+  }
   const setState = (message) => { state.textContent = message; };
 
   function bubble(direction, body) {
@@ -100,12 +121,13 @@
         const response = await fetch('/chat/api/stream?after=' + lastSeq, { headers, cache: 'no-store' });
         if (response.status === 401 || response.status === 403) {
           stopped = true;
-          setState('This chat link has expired or is not valid. Ask your care team for a new one.');
+          setState('This chat link has expired, was withdrawn or is not valid. Ask your care team for a new one.');
           form.hidden = true;
           return;
         }
         if (!response.ok || !response.body) throw new Error('stream answered ' + response.status);
         setState('Connected');
+        scheduleRenewal(response.headers.get('x-link-expires-at'));
         retryMs = 1000;
         await readStream(response.body);
       } catch (error) {
