@@ -107,8 +107,9 @@ describe.each(backends())('caps on open streams and visit sockets ($name)', (bac
   });
 
   /** A signaling socket: what it received, and how it was closed. */
-  async function visitSocket(visitId: string) {
-    const ws = new WebSocket(`${h.baseUrl.replace(/^http/, 'ws')}/ws/visits/${visitId}`);
+  async function visitSocket(visitId: string, cookie?: string) {
+    // The coordinator's side authenticates with the web app's session cookie on the upgrade; a patient's by its token.
+    const ws = new WebSocket(`${h.baseUrl.replace(/^http/, 'ws')}/ws/visits/${visitId}`, cookie ? { headers: { cookie } } : undefined);
     const socket = { ws, messages: [] as any[], closed: undefined as { code: number; reason: string } | undefined, close: () => ws.terminate() };
     ws.on('message', (raw) => socket.messages.push(JSON.parse(raw.toString())));
     ws.on('close', (code, reason) => (socket.closed = { code, reason: reason.toString() }));
@@ -123,19 +124,22 @@ describe.each(backends())('caps on open streams and visit sockets ($name)', (bac
   const welcomed = (socket: Awaited<ReturnType<typeof visitSocket>>) =>
     eventually(() => socket.messages.some((message) => message.type === 'welcome'), { timeoutMs: WAIT_MS, what: 'welcome' });
 
-  async function startVisit(): Promise<{ coordinatorToken: string; visitId: string; joinToken: string }> {
+  async function startVisit(): Promise<{ coordinatorCookie: string; visitId: string; joinToken: string }> {
     const ada = await h.createCoordinator({ name: 'Ada' });
+    const login = await fetch(`${h.baseUrl}/api/session/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: ada.email, password: ada.password }) });
+    expect(login.status).toBe(200);
+    const coordinatorCookie = login.headers.get('set-cookie')!.split(';')[0]!;
     const patientId = await patientBySms('+15557770003');
     const started = await h.api('POST', `/api/patients/${patientId}/visits`, { token: ada.token });
     expect(started.status, started.text).toBe(201);
     const invite = await h.database.db.query<{ body: string }>(`SELECT body FROM messages WHERE id = $1`, [started.json.invite.messageId]);
-    return { coordinatorToken: ada.token, visitId: started.json.visitId, joinToken: invite.rows[0]!.body.split('#t=')[1]!.trim() };
+    return { coordinatorCookie, visitId: started.json.visitId, joinToken: invite.rows[0]!.body.split('#t=')[1]!.trim() };
   }
 
   it('visit signaling: a socket silent past the hello deadline is closed with 1008; one that said hello stays open and served', async () => {
-    const { coordinatorToken, visitId } = await startVisit();
-    const coordinator = await visitSocket(visitId);
-    coordinator.ws.send(JSON.stringify({ type: 'hello', role: 'coordinator', token: coordinatorToken }));
+    const { coordinatorCookie, visitId } = await startVisit();
+    const coordinator = await visitSocket(visitId, coordinatorCookie);
+    coordinator.ws.send(JSON.stringify({ type: 'hello', role: 'coordinator' }));
     await welcomed(coordinator);
 
     // Opened after the coordinator's: had the coordinator's deadline not been cleared by its hello, it fired first.
@@ -147,9 +151,9 @@ describe.each(backends())('caps on open streams and visit sockets ($name)', (bac
   });
 
   it('visit signaling: a socket over the process cap is closed with 1008; the open ones stay; a closed socket frees its slot', async () => {
-    const { coordinatorToken, visitId, joinToken } = await startVisit();
-    const coordinator = await visitSocket(visitId);
-    coordinator.ws.send(JSON.stringify({ type: 'hello', role: 'coordinator', token: coordinatorToken }));
+    const { coordinatorCookie, visitId, joinToken } = await startVisit();
+    const coordinator = await visitSocket(visitId, coordinatorCookie);
+    coordinator.ws.send(JSON.stringify({ type: 'hello', role: 'coordinator' }));
     const patient = await visitSocket(visitId);
     patient.ws.send(JSON.stringify({ type: 'hello', role: 'patient', token: joinToken }));
     await welcomed(coordinator);
