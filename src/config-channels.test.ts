@@ -6,7 +6,7 @@ describe('web chat and email configuration', () => {
     const config = parseConfig({});
     expect(config.smtpListen).toEqual({ host: '127.0.0.1', port: 2525 });
     expect(config.email).toBeUndefined();
-    expect(config.webchat).toEqual({ linkSecret: undefined, linkTtlMs: 72 * 3_600_000 });
+    expect(config.webchat).toEqual({ linkSecret: undefined, linkTtlMs: 24 * 3_600_000 });
   });
 
   it('reads outbound SMTP and turns the listener off', () => {

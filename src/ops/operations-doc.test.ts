@@ -16,11 +16,11 @@ function sourceFiles(dir: string): string[] {
   });
 }
 
-/** Variables the program reads: keys of the zod env schemas (src/config.ts, src/transcription/config.ts) and process.env.X. */
+/** Variables the program reads: keys of the zod env schemas (a schema may start on the next line) (src/config.ts, src/transcription/config.ts) and process.env.X. */
 const readVariables = new Set<string>();
 for (const file of sourceFiles(join(ROOT, 'src'))) {
   const text = readFileSync(file, 'utf8');
-  for (const match of text.matchAll(/^\s+([A-Z][A-Z0-9_]*): (?:z\.|optional|flag)/gm)) readVariables.add(match[1]!);
+  for (const match of text.matchAll(/^\s+([A-Z][A-Z0-9_]*): (?:z\b|optional|flag)/gm)) readVariables.add(match[1]!);
   for (const match of text.matchAll(/\bprocess\.env\.([A-Z][A-Z0-9_]*)/g)) readVariables.add(match[1]!);
 }
 
